@@ -1,0 +1,213 @@
+"""SQLAlchemy models for Tollway's domain (see docs/architecture.md).
+
+Config entities (backends, named values, APIs, products) are managed declaratively by
+``tollway apply``; users, subscriptions and usage are runtime data. Every write that a running
+gateway must notice also appends a row to ``change_log`` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Backend(Timestamped, Base):
+    """Where an API's requests go: an HTTP(S) base URL or an in-process ASGI app."""
+
+    __tablename__ = "backends"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    url: Mapped[str | None] = mapped_column(String(2000))
+    app: Mapped[str | None] = mapped_column(String(300))
+    connect_timeout: Mapped[float] = mapped_column(Float, default=5.0)
+    read_timeout: Mapped[float] = mapped_column(Float, default=30.0)
+    preserve_host: Mapped[bool] = mapped_column(Boolean, default=False)
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class NamedValue(Timestamped, Base):
+    """A named string usable as ``{{name}}``; secret ones are stored encrypted."""
+
+    __tablename__ = "named_values"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    value: Mapped[str] = mapped_column(Text)
+    secret: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Api(Timestamped, Base):
+    """A path prefix on the gateway, fronting one backend."""
+
+    __tablename__ = "apis"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    path: Mapped[str] = mapped_column(String(300), unique=True)
+    backend_id: Mapped[int] = mapped_column(ForeignKey("backends.id", ondelete="RESTRICT"))
+    subscription_required: Mapped[bool] = mapped_column(Boolean, default=True)
+    key_header: Mapped[str] = mapped_column(String(100), default="X-API-Key")
+    key_query: Mapped[str] = mapped_column(String(100), default="subscription-key")
+    openapi: Mapped[str | None] = mapped_column(String(500), default="/openapi.json")
+    operations: Mapped[list[Any]] = mapped_column(default=list)
+    policies: Mapped[list[Any]] = mapped_column(default=list)
+    published: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    backend: Mapped[Backend] = relationship(lazy="joined")
+
+
+class Product(Timestamped, Base):
+    """A bundle of APIs that developers subscribe to."""
+
+    __tablename__ = "products"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    approval_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    published: Mapped[bool] = mapped_column(Boolean, default=True)
+    policies: Mapped[list[Any]] = mapped_column(default=list)
+
+    apis: Mapped[list[Api]] = relationship(secondary="product_apis", lazy="selectin")
+
+
+class ProductApi(Base):
+    __tablename__ = "product_apis"
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("products.id", ondelete="CASCADE"), primary_key=True
+    )
+    api_id: Mapped[int] = mapped_column(ForeignKey("apis.id", ondelete="CASCADE"), primary_key=True)
+
+
+class GatewaySetting(Base):
+    """Gateway-wide configuration documents, such as the global policy list."""
+
+    __tablename__ = "gateway_settings"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class UserRole(enum.StrEnum):
+    developer = "developer"
+    admin = "admin"
+
+
+class UserState(enum.StrEnum):
+    active = "active"
+    blocked = "blocked"
+
+
+class User(Timestamped, Base):
+    """A developer (API consumer) or an administrator."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str | None] = mapped_column(String(500))
+    role: Mapped[str] = mapped_column(String(20), default=UserRole.developer)
+    state: Mapped[str] = mapped_column(String(20), default=UserState.active)
+
+
+class SubscriptionState(enum.StrEnum):
+    submitted = "submitted"
+    active = "active"
+    suspended = "suspended"
+    cancelled = "cancelled"
+    rejected = "rejected"
+
+
+class Subscription(Timestamped, Base):
+    """A user's subscription to a product, holding a primary and a secondary key.
+
+    Keys are stored only as SHA-256 digests (hex) plus a short display prefix.
+    """
+
+    __tablename__ = "subscriptions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("products.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), default="")
+    state: Mapped[str] = mapped_column(String(20), default=SubscriptionState.active)
+    primary_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    primary_prefix: Mapped[str] = mapped_column(String(20))
+    secondary_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    secondary_prefix: Mapped[str] = mapped_column(String(20))
+
+    user: Mapped[User] = relationship(lazy="joined")
+    product: Mapped[Product] = relationship(lazy="joined")
+
+
+class Usage(Base):
+    """Calls per subscription x API x minute x status class (1..5), with byte and latency sums.
+
+    ``subscription_id`` is 0 for calls to open APIs made without a key. No foreign keys: usage is
+    a fact table that outlives deleted subscriptions and APIs.
+    """
+
+    __tablename__ = "usage"
+    subscription_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    api_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    status_class: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ChangeKind(enum.StrEnum):
+    config = "config"
+    subscription = "subscription"
+    user = "user"
+
+
+class ChangeLog(Base):
+    """Append-only log that running gateways poll to pick up changes without a restart."""
+
+    __tablename__ = "change_log"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    entity_id: Mapped[int] = mapped_column(Integer, default=0)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,0 +1,80 @@
+"""Process settings, read from ``TOLLWAY_*`` environment variables (and an optional .env file)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///tollway.db"
+
+
+class Settings(BaseSettings):
+    """Everything one Tollway process needs to know about its surroundings.
+
+    The declarative API configuration (backends, APIs, products) lives in the database and is
+    managed with ``tollway apply``; these settings are about the process itself.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOLLWAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL of the store: sqlite:///path.db or postgresql+psycopg://...",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Key that encrypts secret named values at rest and signs portal sessions.",
+    )
+    redis_url: str = Field(
+        "memory://",
+        description="Where counters and the cache live: memory:// (one process) or redis://...",
+    )
+    host: str = Field("127.0.0.1", description="Address the gateway listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the gateway listens on.")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses/CIDRs of reverse proxies whose X-Forwarded-For/-Proto is believed.",
+    )
+    refresh_interval: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between checks for changed keys/config made by other processes.",
+    )
+    usage_flush_interval: float = Field(
+        2.0, gt=0, description="Seconds between batched writes of usage counts to the store."
+    )
+    usage_buffer_limit: int = Field(
+        100_000, gt=0, description="Most usage rows held in memory while the store is down."
+    )
+    access_log: bool = Field(False, description="Log one line per request (costs CPU).")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR range") from None
+        return value
+
+    def sqlite_path(self) -> Path | None:
+        """The database file when the store is SQLite on disk, else None."""
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix) and ":memory:" not in self.database_url:
+            return Path(self.database_url[len(prefix) :])
+        return None

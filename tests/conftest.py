@@ -1,0 +1,81 @@
+"""Shared fixtures: migrated stores on SQLite and on the real PostgreSQL.
+
+Postgres/Redis tests read TOLLWAY_TEST_POSTGRES_URL / TOLLWAY_TEST_REDIS_URL. Locally they skip
+when unset; in CI (.ci/run sets TOLLWAY_TEST_REQUIRE_SERVICES=1) a missing service is a failure,
+so those tests can never silently skip there.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from tollway.db.migrate import upgrade
+from tollway.db.session import make_engine, session_factory
+
+POSTGRES_URL = os.environ.get("TOLLWAY_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("TOLLWAY_TEST_REDIS_URL")
+REQUIRE_SERVICES = os.environ.get("TOLLWAY_TEST_REQUIRE_SERVICES") == "1"
+
+
+def require_service(url: str | None, name: str) -> str:
+    if url:
+        return url
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{name} URL not set but TOLLWAY_TEST_REQUIRE_SERVICES=1")
+    pytest.skip(f"set TOLLWAY_TEST_{name.upper()}_URL to run this test")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL schema, dropped after the test."""
+    base = require_service(POSTGRES_URL, "postgres")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in base else "?"
+    yield f"{base}{separator}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: os.PathLike[str]) -> str:
+    return f"sqlite:///{tmp_path}/tollway.db"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The same test on SQLite and on the real PostgreSQL."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A migrated store (SQLite and PostgreSQL)."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
+    """A migrated SQLite store, for tests that do not depend on the database kind."""
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return session_factory(engine)
