@@ -1,0 +1,1 @@
+"""Declarative configuration: ``tollway.yaml`` model, loading, apply and export."""

@@ -1,0 +1,230 @@
+"""Loading tollway.yaml: every problem names its exact place in the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from tollway.config.loader import ConfigError, load_config, load_config_file
+from tollway.policies.registry import POLICY_MODELS
+
+NAMES = """
+backends:
+  names:
+    url: http://names.internal:8000/
+apis:
+  names:
+    path: /names
+    backend: names
+"""
+
+
+class RateLimit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    calls: int = Field(gt=0)
+    period: int = 60
+
+
+@pytest.fixture
+def rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(POLICY_MODELS, "rate-limit", RateLimit)
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(text, source="tollway.yaml", env=env or {})
+    return caught.value.messages
+
+
+def test_a_misspelt_backend_is_named_with_a_suggestion() -> None:
+    text = NAMES.replace("backend: names", "backend: nmaes")
+    assert problems(text) == [
+        "apis.names.backend: no backend named 'nmaes' (did you mean 'names'?)"
+    ]
+
+
+def test_the_error_text_starts_with_the_file_name() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(NAMES.replace("backend: names", "backend: nmaes"), source="my.yaml", env={})
+    assert str(caught.value).startswith("my.yaml: apis.names.backend: no backend named 'nmaes'")
+
+
+def test_an_unknown_backend_with_no_close_match_lists_the_backends() -> None:
+    text = NAMES.replace("backend: names", "backend: zzz")
+    assert problems(text) == ["apis.names.backend: no backend named 'zzz' (backends: names)"]
+
+
+def test_unknown_fields_suggest_the_intended_one() -> None:
+    text = NAMES.replace("path: /names", "pathh: /names\n    path: /names") + "apiss: {}\n"
+    assert problems(text) == [
+        "apis.names.pathh: unknown field (did you mean 'path'?)",
+        "apiss: unknown field (did you mean 'apis'?)",
+    ]
+
+
+def test_list_entries_are_named_by_index() -> None:
+    text = NAMES + "    operations: ['GET /a', 'FETCH /b', {method: GET}]\n"
+    assert problems(text) == [
+        "apis.names.operations[1].method: should be 'GET', 'HEAD', 'POST', 'PUT', 'PATCH', "
+        "'DELETE', 'OPTIONS' or '*' (got 'FETCH')",
+        "apis.names.operations[2].path: required field is missing",
+    ]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = """
+backends:
+  b: {url: ftp://x, read_timeout: -1}
+apis:
+  Bad: {path: /x, backend: b}
+  c: {backend: b}
+"""
+    assert problems(text) == [
+        "backends.b.url: 'ftp://x' is not an http:// or https:// URL",
+        "backends.b.read_timeout: should be greater than 0 (got -1)",
+        "apis.Bad: 'Bad' is not a valid name: use lowercase letters, digits, '-' and '_', "
+        "starting with a letter or digit (at most 100 characters)",
+        "apis.c.path: required field is missing",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "shown", "prefix"),
+    [
+        ("/docs/x", "/docs/x", "/docs"),
+        ("/-/health", "/-/health", "/-"),
+        ("/portal", "/portal", "/portal"),
+        ("/admin/", "/admin", "/admin"),
+    ],
+)
+def test_reserved_paths_are_rejected_with_a_clear_reason(
+    path: str, shown: str, prefix: str
+) -> None:
+    assert problems(NAMES.replace("path: /names", f"path: {path}")) == [
+        f"apis.names.path: path {shown!r} collides with Tollway's own {prefix!r} prefix "
+        "(reserved: /docs, /portal, /admin, /-)"
+    ]
+
+
+def test_two_apis_cannot_share_a_path() -> None:
+    text = NAMES + "  more:\n    path: /names/\n    backend: names\n"
+    assert problems(text) == ["apis.more.path: '/names' is already used by api 'names'"]
+
+
+def test_products_must_list_existing_apis_once() -> None:
+    text = NAMES + "products:\n  gold:\n    apis: [names, nmes, names]\n"
+    assert problems(text) == [
+        "products.gold.apis[1]: no api named 'nmes' (did you mean 'names'?)",
+        "products.gold.apis[2]: api 'names' is listed twice",
+    ]
+
+
+def test_header_references_must_name_a_named_value_in_the_file() -> None:
+    text = NAMES.replace(
+        "http://names.internal:8000/", "http://n\n    headers: {x-functions-key: '{{ app-kye }}'}"
+    )
+    text += "named_values:\n  app-key: {value: abc}\n"
+    assert problems(text) == [
+        "backends.names.headers.x-functions-key: no named value 'app-kye' in this file "
+        "(did you mean 'app-key'?); {{...}} must name a named value defined in the same file "
+        "(one already in the database is not enough)"
+    ]
+    fixed = load_config(text.replace("app-kye", "app-key"), source="t", env={})
+    assert fixed.backends["names"].headers == {"x-functions-key": "{{ app-key }}"}
+
+
+def test_environment_variables_are_interpolated_before_validation() -> None:
+    text = """
+backends:
+  names:
+    url: ${NAMES_URL}
+    read_timeout: ${TIMEOUT:-12.5}
+    description: costs $${PRICE} per ${UNIT:-call}
+named_values:
+  function-app-key: {value: "${FUNCTION_APP_KEY}", secret: true}
+"""
+    env = {"NAMES_URL": "https://names.example.com/v1", "FUNCTION_APP_KEY": "s3cr3t"}
+    config = load_config(text, source="t", env=env)
+    backend = config.backends["names"]
+    assert backend.url == "https://names.example.com/v1"
+    assert backend.read_timeout == 12.5
+    assert backend.description == "costs ${PRICE} per call"
+    assert config.named_values["function-app-key"].value == "s3cr3t"
+
+
+def test_a_missing_environment_variable_names_the_place() -> None:
+    text = "named_values:\n  function-app-key: {value: '${FUNCTION_APP_KEY}', secret: true}\n"
+    assert problems(text, env={"OTHER": "x"}) == [
+        "named_values.function-app-key.value: environment variable FUNCTION_APP_KEY is not set"
+    ]
+
+
+def test_a_broken_reference_explains_the_escape() -> None:
+    assert problems("named_values:\n  a: {value: 'x ${ y'}\n") == [
+        "named_values.a.value: '${' must start a reference such as ${NAME} or "
+        "${NAME:-default}; write '$${' for a literal '${'"
+    ]
+
+
+def test_secret_values_are_never_echoed_in_errors() -> None:
+    messages = problems("named_values:\n  pin: {value: 918273, secret: true}\n")
+    assert messages == ["named_values.pin.value: should be text; put the value in quotes"]
+    assert "918273" not in str(messages)
+
+
+def test_yaml_syntax_errors_give_line_and_column() -> None:
+    assert problems("apis:\n  names: {path: /x\n") == [
+        "line 3, column 1: expected ',' or '}', but got '<stream end>'"
+    ]
+
+
+def test_duplicate_keys_are_errors_not_silently_merged() -> None:
+    text = NAMES + "  names:\n    path: /other\n    backend: names\n"
+    assert problems(text) == ["line 9, column 3: duplicate key 'names'"]
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "apis:\nproducts:\n"])
+def test_an_empty_file_is_an_empty_config(text: str) -> None:
+    config = load_config(text, source="t", env={})
+    assert (config.apis, config.backends, config.products, config.policies) == ({}, {}, {}, [])
+
+
+def test_the_top_level_must_be_a_mapping() -> None:
+    assert problems("- names\n") == [
+        "the top level must be a mapping of sections "
+        "(backends, named_values, apis, products, policies), not a list"
+    ]
+
+
+def test_policy_problems_name_the_entry_and_option(rate_limit: None) -> None:
+    text = NAMES + (
+        "    policies:\n"
+        "      - {type: rate-limit, calls: 10}\n"
+        "      - {type: rate-limit, calss: 10}\n"
+        "      - {type: rate-limt}\n"
+    )
+    assert problems(text) == [
+        "apis.names.policies[1].calls: required field is missing",
+        "apis.names.policies[1].calss: unknown field (did you mean 'calls'?)",
+        "apis.names.policies[2]: unknown policy type 'rate-limt' (known types: rate-limit)",
+    ]
+
+
+def test_valid_policies_are_normalised(rate_limit: None) -> None:
+    config = load_config(NAMES + "policies: [{type: rate-limit, calls: '5'}]\n", source="t", env={})
+    assert config.policies == [{"type": "rate-limit", "calls": 5, "period": 60}]
+
+
+def test_load_config_file_reads_the_file_and_uses_the_given_environment(tmp_path: Path) -> None:
+    path = tmp_path / "tollway.yaml"
+    path.write_text(NAMES.replace("http://names.internal:8000/", "${URL}"))
+    config = load_config_file(path, env={"URL": "http://elsewhere"})
+    assert config.backends["names"].url == "http://elsewhere"
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(tmp_path / "nope.yaml", env={})
+    assert str(caught.value) == f"config file {str(tmp_path / 'nope.yaml')!r} does not exist"
