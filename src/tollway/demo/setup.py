@@ -1,0 +1,73 @@
+"""Prepare the demo store: migrate, apply the demo config, ensure the demo developer's key."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from tollway.config.apply import apply_config
+from tollway.config.loader import load_config
+from tollway.crypto import SecretBox
+from tollway.db.migrate import upgrade
+from tollway.db.models import Subscription, SubscriptionState, UserRole
+from tollway.db.session import session_factory, transaction
+from tollway.services.subscriptions import create_subscription, get_product, regenerate_key
+from tollway.services.users import create_user, find_user
+
+DEMO_EMAIL = "demo@example.com"
+DEMO_PRODUCT = "starter"
+DATABASE_FILE = "tollway-demo.db"
+SECRET_FILE = "tollway-demo.secret"  # noqa: S105 (a file name, not a secret)
+
+
+@dataclass(frozen=True)
+class DemoKey:
+    email: str
+    subscription_id: int
+    key: str
+
+
+def demo_secret_key(directory: Path) -> str:
+    """The demo's TOLLWAY_SECRET_KEY, made once and kept beside its database."""
+    path = directory / SECRET_FILE
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def demo_config_text() -> str:
+    return (files("tollway.demo") / "tollway-demo.yaml").read_text()
+
+
+def prepare_demo(engine: Engine, secret_box: SecretBox) -> DemoKey:
+    """Make the store ready for the demo; returns a freshly regenerated, working demo key.
+
+    Only digests are stored, so the previous run's key cannot be shown again: each run
+    regenerates the demo subscription's primary key (the secondary key is left alone).
+    """
+    upgrade(engine)
+    sessions = session_factory(engine)
+    config = load_config(demo_config_text(), source="tollway-demo.yaml", env={})
+    apply_config(sessions, config, secret_box=secret_box)
+    with transaction(sessions) as session:
+        user = find_user(session, DEMO_EMAIL) or create_user(
+            session, DEMO_EMAIL, name="Demo Developer", role=UserRole.developer
+        )
+        product = get_product(session, DEMO_PRODUCT)
+        subscription = session.scalar(
+            select(Subscription).where(
+                Subscription.user_id == user.id,
+                Subscription.product_id == product.id,
+                Subscription.state == SubscriptionState.active,
+            )
+        )
+        if subscription is None:
+            issued = create_subscription(session, user, product, name="Demo subscription")
+            return DemoKey(user.email, issued.subscription.id, issued.primary)
+        key = regenerate_key(session, subscription, "primary")
+        return DemoKey(user.email, subscription.id, key)

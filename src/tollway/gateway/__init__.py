@@ -1,0 +1,1 @@
+"""The gateway: route table, key auth, policies, forwarding, usage recording, docs."""

@@ -1,0 +1,413 @@
+"""The gateway ASGI application: route, authenticate, forward, record.
+
+Raw ASGI on the hot path (no framework routing per request). Tollway's own pages (``/docs``,
+``/-/``, and later ``/portal`` and ``/admin``) are separate apps mounted on reserved prefixes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tollway.crypto import SecretBox
+from tollway.db.session import make_engine, session_factory
+from tollway.gateway import problems
+from tollway.gateway.backends import ResponseAborted, UpstreamRequest
+from tollway.gateway.docs import create_docs_app
+from tollway.gateway.forwarding import ProxyTrust, prepare_request, take_query_key
+from tollway.gateway.internal import create_internal_app
+from tollway.gateway.refresh import StateLoader
+from tollway.gateway.routing import normalise_path
+from tollway.gateway.state import EMPTY_STATE, GatewayState, Route, retired_backends
+from tollway.gateway.upstream import UpstreamError, UpstreamTimeout
+from tollway.gateway.usage import UsageBuffer, write_usage
+from tollway.settings import Settings
+from tollway.types import ASGIApp, Headers, Message, Receive, Scope, Send
+
+logger = logging.getLogger("tollway.gateway")
+access_logger = logging.getLogger("tollway.access")
+
+PRUNE_EVERY = 600.0
+
+
+@dataclass(slots=True)
+class Admission:
+    """A request the gateway lets through, with what the backend should receive."""
+
+    subscription_id: int
+    headers: Headers
+    host: bytes
+    framing: int
+    query: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """A refusal that is attributed to a subscription (its usage is recorded against it)."""
+
+    problem: problems.ProblemType
+    subscription_id: int
+
+
+def refusal(outcome: problems.ProblemType | Denied) -> tuple[problems.ProblemType, int]:
+    if isinstance(outcome, Denied):
+        return outcome.problem, outcome.subscription_id
+    return outcome, 0
+
+
+@dataclass
+class GatewayHealth:
+    """What ``/-/ready`` reports."""
+
+    loaded: bool = False
+    last_store_contact: float = 0.0
+    store_error: str | None = None
+    usage_write_failures: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Gateway:
+    """The ASGI app that ``tollway serve`` runs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine or make_engine(settings.database_url)
+        self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+        self.secret_box = SecretBox(secret)
+        self.loader = StateLoader(self.sessions, self.secret_box)
+        self.state: GatewayState = EMPTY_STATE
+        self.health = GatewayHealth()
+        self.trust = ProxyTrust(settings.trusted_proxies)
+        self.usage = UsageBuffer(settings.usage_buffer_limit, clock)
+        self.mounts: dict[bytes, ASGIApp] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    def mount(self, prefix: str, app: ASGIApp) -> None:
+        """Serve ``app`` under a reserved prefix such as ``/docs`` (the app sees full paths)."""
+        self.mounts[prefix.encode()] = app
+
+    # ASGI ---------------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.handle_http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path") or quote(scope["path"]).encode()
+        path = normalise_path(raw)
+        if path is None:
+            await problems.send_problem(send, problems.BAD_PATH)
+            return
+        match = self.state.routes.match(path)
+        if match is not None:
+            await self.handle_api(match[0], match[1], scope, receive, send)
+            return
+        end = path.find(b"/", 1)
+        mounted = self.mounts.get(path if end == -1 else path[:end])
+        if mounted is not None:
+            await mounted(
+                {**scope, "path": path.decode("latin-1"), "raw_path": path}, receive, send
+            )
+            return
+        if not self.health.loaded:
+            await problems.send_problem(send, problems.NOT_READY)
+            return
+        await problems.send_problem(send, problems.NOT_FOUND)
+
+    def admit(
+        self,
+        route: Route,
+        method: str,
+        rest: bytes,
+        headers: Headers,
+        query: bytes,
+        peer: str,
+        scheme: str,
+    ) -> Admission | Denied | problems.ProblemType:
+        """Decide whether a request may go to the route's backend (no I/O, no awaiting).
+
+        Shared by the ASGI path and the fast path (``gateway.fastpath``), so both apply the same
+        rules: operation allow-list, then the subscription key.
+        """
+        if route.operations is not None and route.operations.find(method, rest) is None:
+            return problems.OPERATION_NOT_FOUND
+        prepared = prepare_request(headers, peer, scheme, route.key_header, self.trust)
+        key, query = take_query_key(query, route.key_query)
+        key = prepared.key or key
+        grant = self.state.keys.lookup(hashlib.sha256(key).digest()) if key else None
+        if route.subscription_required:
+            if not key:
+                return problems.MISSING_KEY
+            if grant is None:
+                return problems.INVALID_KEY
+            if route.api_id not in grant.api_ids:
+                return Denied(problems.FORBIDDEN_API, grant.subscription_id)
+        prepared.headers.append((b"x-forwarded-prefix", route.prefix_bytes))
+        return Admission(
+            grant.subscription_id if grant else 0,
+            prepared.headers,
+            prepared.host,
+            prepared.framing,
+            query,
+        )
+
+    async def handle_api(
+        self, route: Route, rest: bytes, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        started = time.perf_counter()
+        method: str = scope["method"]
+        client = scope.get("client")
+        admission = self.admit(
+            route,
+            method,
+            rest,
+            scope["headers"],
+            scope.get("query_string", b""),
+            client[0] if client else "",
+            scope.get("scheme", "http"),
+        )
+        if not isinstance(admission, Admission):
+            problem, subscription_id = refusal(admission)
+            await problems.send_problem(send, problem)
+            self.record_exchange(
+                route, subscription_id, problem.status, 0, 0, started, method, client
+            )
+            return
+        request = UpstreamRequest(
+            method,
+            rest,
+            admission.query,
+            admission.headers,
+            admission.host,
+            admission.framing,
+            scope,
+        )
+        await self._forward(route, request, admission.subscription_id, receive, send, started)
+
+    async def _forward(
+        self,
+        route: Route,
+        request: UpstreamRequest,
+        subscription_id: int,
+        receive: Receive,
+        send: Send,
+        started: float,
+    ) -> None:
+        method, client = request.method, request.scope.get("client")
+        try:
+            result = await route.backend.forward(request, receive, send)
+        except UpstreamTimeout as exc:
+            logger.warning("api %s: %s", route.name, exc)
+            await problems.send_problem(send, problems.BACKEND_TIMEOUT)
+            self.record_exchange(route, subscription_id, 504, 0, 0, started, method, client)
+            return
+        except UpstreamError as exc:
+            logger.warning("api %s: %s", route.name, exc)
+            await problems.send_problem(send, problems.BACKEND_UNREACHABLE)
+            self.record_exchange(route, subscription_id, 502, 0, 0, started, method, client)
+            return
+        except ResponseAborted as exc:
+            # Headers already went out: all we can do is cut the connection short.
+            logger.warning("api %s: response cut short: %s", route.name, exc)
+            self.record_exchange(
+                route, subscription_id, exc.status, 0, exc.bytes_out, started, method, client
+            )
+            return
+        self.record_exchange(
+            route,
+            subscription_id,
+            result.status,
+            result.bytes_in,
+            result.bytes_out,
+            started,
+            method,
+            client,
+        )
+
+    def record_exchange(
+        self,
+        route: Route,
+        subscription_id: int,
+        status: int,
+        bytes_in: int,
+        bytes_out: int,
+        started: float,
+        method: str,
+        client: tuple[str, int] | None,
+    ) -> None:
+        """Count the call for usage and, when enabled, write an access-log line.
+
+        The log line names the API, never the path's query string (it may carry the key).
+        """
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.usage.record(subscription_id, route.api_id, status, bytes_in, bytes_out, latency_ms)
+        if self.settings.access_log:
+            access_logger.info(
+                '%s "%s %s" %d %.1fms sub=%d',
+                client[0] if client else "-",
+                method,
+                route.prefix,
+                status,
+                latency_ms,
+                subscription_id,
+            )
+
+    # lifecycle ----------------------------------------------------------------------------------
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message: Message = await receive()
+        assert message["type"] == "lifespan.startup"
+        try:
+            await self.startup()
+        except Exception as exc:
+            logger.error("gateway failed to start: %s", exc)
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        await self.shutdown()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def startup(self) -> None:
+        """Load the state (retrying in the background if the store is down) and start tasks."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            await self.reload()
+        except Exception as exc:
+            self._store_failed(exc)
+        self._tasks = [
+            asyncio.create_task(self._every(self.settings.refresh_interval, self.refresh)),
+            asyncio.create_task(self._every(self.settings.usage_flush_interval, self.flush_usage)),
+            asyncio.create_task(self._every(PRUNE_EVERY, self._prune)),
+        ]
+
+    async def shutdown(self) -> None:
+        """Stop background work, write buffered usage, close backend connections."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.flush_usage()
+        if self.usage.rows:
+            lost = sum(int(row[0]) for row in self.usage.rows.values())
+            logger.error(
+                "shutting down with %d calls of usage not written (store unreachable)", lost
+            )
+        for backend in list(self.state.backends.values()):
+            await backend.shutdown()
+        self._started = False
+
+    async def reload(self) -> None:
+        """Load everything from the store now."""
+        new = await asyncio.to_thread(self.loader.load_full, self.state)
+        await self._swap(new)
+
+    async def refresh(self) -> None:
+        """Apply changes made by other processes since the last poll."""
+        try:
+            if not self.health.loaded:
+                new: GatewayState | None = await asyncio.to_thread(
+                    self.loader.load_full, self.state
+                )
+            else:
+                new = await asyncio.to_thread(self.loader.poll, self.state)
+        except Exception as exc:
+            self._store_failed(exc)
+            return
+        if new is not None:
+            await self._swap(new)
+        self._store_ok()
+
+    async def _swap(self, new: GatewayState) -> None:
+        old, self.state = self.state, new
+        self._store_ok()
+        self.health.loaded = True
+        for backend in retired_backends(old, new):
+            await backend.shutdown()
+        if self._started:
+            for backend in new.backends.values():
+                if backend not in old.backends.values():
+                    await backend.startup()
+
+    async def flush_usage(self) -> None:
+        rows = self.usage.take()
+        if not rows:
+            return
+        try:
+            await asyncio.to_thread(write_usage, self.engine, rows)
+        except Exception as exc:
+            self.usage.give_back(rows)
+            self.health.usage_write_failures += 1
+            self._store_failed(exc)
+
+    async def _prune(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.loader.prune_change_log)
+
+    def _store_ok(self) -> None:
+        if self.health.store_error is not None:
+            logger.info("store reachable again")
+        self.health.store_error = None
+        self.health.last_store_contact = time.monotonic()
+
+    def _store_failed(self, exc: BaseException) -> None:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if self.health.store_error is None:
+            logger.error("store unreachable: %s", message)
+        self.health.store_error = message
+
+    @staticmethod
+    async def _every(interval: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except Exception:
+                logger.exception("background job failed")
+
+
+def readiness(gateway: Gateway) -> tuple[bool, dict[str, object]]:
+    """Ready when the config is loaded and the store answered recently."""
+    health = gateway.health
+    ok = health.loaded and health.store_error is None
+    report: dict[str, object] = {
+        "config_loaded": health.loaded,
+        "store": "ok" if health.store_error is None else "unreachable",
+        "apis": len(gateway.state.routes.routes),
+        "active_keys": len(gateway.state.keys),
+        "usage_buffered_rows": len(gateway.usage.rows),
+        "usage_dropped_calls": gateway.usage.dropped,
+    }
+    return ok, report
+
+
+def create_gateway(settings: Settings, *, engine: Engine | None = None) -> Gateway:
+    """Build the gateway with its own pages mounted (``/docs``, ``/-/``)."""
+    gateway = Gateway(settings, engine=engine)
+    gateway.mount("/docs", create_docs_app(lambda: gateway.state))
+    gateway.mount("/-", create_internal_app(lambda: readiness(gateway)))
+    return gateway

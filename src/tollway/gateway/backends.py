@@ -1,0 +1,350 @@
+"""Backends at request time: an HTTP(S) origin, or an in-process ASGI app called directly.
+
+Both take an :class:`UpstreamRequest` (headers already cleaned by ``forwarding``) and stream the
+response to the client's ``send``; both report what happened as a :class:`ForwardResult`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import unquote_to_bytes
+
+from tollway.errors import UserError
+from tollway.gateway.upstream import (
+    Exchange,
+    Origin,
+    StaleConnection,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from tollway.types import ASGIApp, Headers, Message, Receive, Scope, Send
+
+logger = logging.getLogger("tollway.gateway")
+
+STARTUP_TIMEOUT = 60.0
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+class BodyFraming:
+    NONE = 0
+    LENGTH = 1
+    CHUNKED = 2
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    """What to send to the backend: everything the gateway decided about the request."""
+
+    method: str
+    path: bytes  # normalised, percent-encoded, below the API prefix
+    query: bytes
+    headers: Headers  # cleaned: no hop-by-hop, no key, X-Forwarded-* set, no Host
+    host: bytes  # the client's Host header
+    framing: int
+    scope: Scope  # the client's scope (client, scheme, http_version, extensions)
+
+
+class ResponseAborted(Exception):
+    """The backend failed after the response had started; the client connection is cut."""
+
+    def __init__(self, reason: str, status: int, bytes_out: int) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.bytes_out = bytes_out
+
+
+@dataclass(slots=True)
+class ForwardResult:
+    status: int
+    bytes_in: int
+    bytes_out: int
+
+
+class BackendTarget(Protocol):
+    async def forward(
+        self, request: UpstreamRequest, receive: Receive, send: Send
+    ) -> ForwardResult:
+        """Send the request to the backend and stream its response to ``send``."""
+
+    async def startup(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+def filter_response_headers(headers: Headers) -> Headers:
+    return [(name, value) for name, value in headers if name not in HOP_BY_HOP]
+
+
+class HttpBackend:
+    """Forwards over pooled keep-alive HTTP/1.1 connections to a base URL."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        preserve_host: bool,
+        headers: Headers,
+    ) -> None:
+        self.origin = Origin(url, connect_timeout=connect_timeout, read_timeout=read_timeout)
+        self.preserve_host = preserve_host
+        self.extra_headers = headers
+        self._extra_names = frozenset(name for name, _ in headers)
+
+    async def startup(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        self.origin.close()
+
+    def request_head(self, request: UpstreamRequest) -> bytes:
+        """The request line and headers as sent to this backend."""
+        target = self.origin.base_path + request.path
+        if request.query:
+            target += b"?" + request.query
+        host = request.host if self.preserve_host and request.host else self.origin.host_header
+        lines = [request.method.encode(), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+        for name, value in request.headers:
+            if name not in self._extra_names:
+                lines += (name, b": ", value, b"\r\n")
+        for name, value in self.extra_headers:
+            lines += (name, b": ", value, b"\r\n")
+        if request.framing == BodyFraming.CHUNKED:
+            lines.append(b"transfer-encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    async def forward(
+        self, request: UpstreamRequest, receive: Receive, send: Send
+    ) -> ForwardResult:
+        head = self.request_head(request)
+        first: Message | None = None
+        if request.framing != BodyFraming.NONE:
+            first = await receive()
+        # A request whose whole body is already here can be replayed on a fresh connection if a
+        # pooled one turns out to be stale; a body still streaming cannot.
+        replayable = first is None or not first.get("more_body", False)
+        exchange: Exchange | None = None
+        for attempt in (1, 2):
+            connection = self.origin.take_idle() or await self.origin.connect()
+            exchange = Exchange(self.origin, connection, head_only=request.method == "HEAD")
+            try:
+                bytes_in = await self._send_request(exchange, head, request, first, receive)
+                status, headers = await exchange.response_head()
+                break
+            except StaleConnection:
+                exchange.abort()
+                if attempt == 2 or not replayable:
+                    raise UpstreamError("the backend closed a pooled connection") from None
+            except BaseException:
+                exchange.abort()
+                raise
+        assert exchange is not None
+        return await self._stream_response(exchange, status, headers, bytes_in, send)
+
+    async def _send_request(
+        self,
+        exchange: Exchange,
+        head: bytes,
+        request: UpstreamRequest,
+        first: Message | None,
+        receive: Receive,
+    ) -> int:
+        if first is None:
+            exchange.write(head)
+            return 0
+        chunked = request.framing == BodyFraming.CHUNKED
+        message: Message = first
+        exchange.write(head)
+        sent = 0
+        while True:
+            body: bytes = message.get("body", b"")
+            if message["type"] == "http.disconnect":
+                raise UpstreamError("the client went away while sending its body")
+            if body:
+                sent += len(body)
+                exchange.write(b"%x\r\n%b\r\n" % (len(body), body) if chunked else body)
+                await exchange.drain()
+            if not message.get("more_body", False):
+                break
+            message = await receive()
+        if chunked:
+            exchange.write(b"0\r\n\r\n")
+        return sent
+
+    async def _stream_response(
+        self, exchange: Exchange, status: int, headers: Headers, bytes_in: int, send: Send
+    ) -> ForwardResult:
+        start = {"type": "http.response.start", "status": status}
+        await send({**start, "headers": filter_response_headers(headers)})
+        bytes_out = 0
+        try:
+            more = True
+            while more:
+                chunk, more = await exchange.next_chunk()
+                bytes_out += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+        except UpstreamError as exc:
+            exchange.abort()
+            raise ResponseAborted(str(exc), status, bytes_out) from None
+        except BaseException:
+            exchange.abort()
+            raise
+        exchange.finish()
+        return ForwardResult(status, bytes_in, bytes_out)
+
+
+class AppBackend:
+    """Calls an ASGI app in the same process, with no socket in between."""
+
+    def __init__(self, app: ASGIApp, *, read_timeout: float, headers: Headers) -> None:
+        self.app = app
+        self.read_timeout = read_timeout
+        self.extra_headers = headers
+        self._extra_names = frozenset(name for name, _ in headers)
+        self._lifespan: _Lifespan | None = None
+
+    @classmethod
+    def from_reference(cls, reference: str, *, read_timeout: float, headers: Headers) -> AppBackend:
+        return cls(load_app(reference), read_timeout=read_timeout, headers=headers)
+
+    async def startup(self) -> None:
+        self._lifespan = _Lifespan(self.app)
+        await self._lifespan.startup()
+
+    async def shutdown(self) -> None:
+        if self._lifespan is not None:
+            await self._lifespan.shutdown()
+
+    async def forward(
+        self, request: UpstreamRequest, receive: Receive, send: Send
+    ) -> ForwardResult:
+        client_scope = request.scope
+        headers = [(b"host", request.host)] if request.host else []
+        headers += [h for h in request.headers if h[0] not in self._extra_names]
+        headers += self.extra_headers
+        if request.framing == BodyFraming.CHUNKED:
+            headers.append((b"transfer-encoding", b"chunked"))
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": client_scope.get("http_version", "1.1"),
+            "method": request.method,
+            "scheme": client_scope.get("scheme", "http"),
+            "path": unquote_to_bytes(request.path).decode("utf-8", "replace"),
+            "raw_path": request.path,
+            "query_string": request.query,
+            "root_path": "",
+            "headers": headers,
+            "client": client_scope.get("client"),
+            "server": client_scope.get("server"),
+            "extensions": {},
+        }
+        if self._lifespan is not None and self._lifespan.state is not None:
+            scope["state"] = dict(self._lifespan.state)
+        result = ForwardResult(0, 0, 0)
+        started = False
+        deadline: asyncio.Timeout | None = None
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            result.bytes_in += len(message.get("body", b""))
+            return message
+
+        async def backend_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                result.status = message["status"]
+                message = {**message, "headers": filter_response_headers(message["headers"])}
+                started = True
+                if deadline is not None:
+                    deadline.reschedule(None)  # the read timeout covers the wait for a response
+            elif message["type"] == "http.response.body":
+                result.bytes_out += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.read_timeout) as deadline:
+                await self.app(scope, counting_receive, backend_send)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"the backend did not answer within {self.read_timeout}s"
+            ) from None
+        except Exception as exc:
+            logger.exception("in-process backend raised an exception")
+            if not started:
+                raise UpstreamError("the in-process backend failed") from exc
+            raise ResponseAborted("the in-process backend failed", result.status, 0) from exc
+        if not started:
+            raise UpstreamError("the in-process backend returned without responding")
+        return result
+
+
+def load_app(reference: str) -> ASGIApp:
+    """Import ``module:attribute`` (attributes may be dotted)."""
+    module_name, _, attribute = reference.partition(":")
+    try:
+        target: object = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"cannot load backend app {reference!r}: {exc}") from None
+    if not callable(target):
+        raise UserError(f"backend app {reference!r} is not an ASGI application")
+    return target
+
+
+class _Lifespan:
+    """Runs an in-process app's lifespan protocol, tolerating apps that do not support it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.state: dict[str, object] | None = {}
+        self._to_app: asyncio.Queue[Message] = asyncio.Queue()
+        self._from_app: asyncio.Queue[Message] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self.state}
+        try:
+            await self.app(scope, self._to_app.get, self._from_app.put)
+        except Exception:
+            self.state = None  # the app does not speak lifespan; that is allowed
+        # An app that returns (or raises) without answering does not support lifespan.
+        await self._from_app.put({"type": "lifespan.finished"})
+
+    async def startup(self) -> None:
+        self._task = asyncio.create_task(self._run())
+        await self._to_app.put({"type": "lifespan.startup"})
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            reply = await self._from_app.get()
+        if reply["type"] == "lifespan.startup.failed":
+            raise UserError(f"in-process backend failed to start: {reply.get('message', '')}")
+
+    async def shutdown(self) -> None:
+        if self._task is None or self._task.done():
+            return
+        await self._to_app.put({"type": "lifespan.shutdown"})
+        try:
+            async with asyncio.timeout(5):
+                await self._from_app.get()
+        except TimeoutError:
+            self._task.cancel()

@@ -1,0 +1,419 @@
+"""The fast path: API requests to HTTP backends are proxied by callbacks, without ASGI.
+
+``GatewayProtocol`` is uvicorn's httptools protocol with one change: when a request's headers are
+in and it is for an API with an HTTP backend, it is admitted (same rules as the ASGI path:
+``Gateway.admit``) and proxied by a :class:`FastExchange`, whose parser callbacks write straight
+to the other side's transport. No task, coroutine or ASGI message is created per request, which
+is what takes the gateway from ~90 µs to about nginx's CPU per request (docs/performance.md).
+
+Everything else (Tollway's own pages, in-process backends, HTTP/1.0, upgrades, pipelined
+requests) falls through to uvicorn's normal ASGI handling of the same ``Gateway`` app. The
+exchange stands in for uvicorn's ``RequestResponseCycle`` (``response_complete``,
+``keep_alive``, ``disconnected``, ``message_event``), so uvicorn's keep-alive, pipelining and
+graceful-shutdown logic work unchanged. uvicorn is pinned in the lock file; the socket tests run
+against both paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from tollway.gateway import problems
+from tollway.gateway.app import Admission, Gateway, refusal
+from tollway.gateway.backends import HOP_BY_HOP, BodyFraming, HttpBackend, UpstreamRequest
+from tollway.gateway.routing import normalise_path
+from tollway.gateway.state import Route
+from tollway.gateway.upstream import (
+    StaleConnection,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+logger = logging.getLogger("tollway.gateway")
+
+CLIENT_CLOSED = 499  # recorded when the client goes away before the response is complete
+
+
+class _NoEvent:
+    """uvicorn sets ``cycle.message_event`` on disconnect; the fast path has nothing to wake."""
+
+    def set(self) -> None:
+        return None
+
+
+_NO_EVENT = _NoEvent()
+
+
+def find_gateway(app: Any) -> Gateway | None:
+    """The Gateway inside whatever wrappers uvicorn put around the app."""
+    for _ in range(10):
+        if isinstance(app, Gateway):
+            return app
+        app = getattr(app, "app", None)
+    return None
+
+
+class GatewayProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with the gateway's fast path (``uvicorn --http`` takes it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gateway = find_gateway(self.app)
+
+    def on_headers_complete(self) -> None:
+        route_and_rest = self._fast_route()
+        if route_and_rest is None:
+            super().on_headers_complete()
+            return
+        route, rest, query = route_and_rest
+        exchange = FastExchange(self, route)
+        self.cycle = exchange  # type: ignore[assignment]  # stands in for RequestResponseCycle
+        exchange.start(rest, query)
+
+    def _fast_route(self) -> tuple[Route, bytes, bytes] | None:
+        cycle = self.cycle
+        if self.gateway is None or (cycle is not None and not cycle.response_complete):
+            return None  # pipelined behind a response in flight: uvicorn queues it
+        parser = self.parser
+        if parser.should_upgrade() or parser.get_http_version() != "1.1":
+            return None
+        url = httptools.parse_url(self.url)
+        path = normalise_path(url.path)
+        if path is None:
+            return None
+        match = self.gateway.state.routes.match(path)
+        if match is None or not isinstance(match[0].backend, HttpBackend):
+            return None
+        return match[0], match[1], url.query or b""
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if isinstance(cycle, FastExchange):
+            cycle.request_body(body)
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if isinstance(cycle, FastExchange):
+            cycle.request_complete()
+        else:
+            super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        super().connection_lost(exc)
+        if isinstance(cycle, FastExchange):
+            cycle.client_gone()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        cycle = self.cycle
+        if isinstance(cycle, FastExchange):
+            cycle.client_writable(False)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        cycle = self.cycle
+        if isinstance(cycle, FastExchange):
+            cycle.client_writable(True)
+
+
+class FastExchange:
+    """One proxied request/response, driven entirely by parser callbacks on both sides."""
+
+    __slots__ = (
+        "backend",
+        "bytes_in",
+        "bytes_out",
+        "chunked",
+        "client",
+        "disconnected",
+        "framing",
+        "gateway",
+        "head",
+        "keep_alive",
+        "message_event",
+        "method",
+        "pending",
+        "request_finished",
+        "response_complete",
+        "response_started",
+        "retried",
+        "route",
+        "sent_at",
+        "started",
+        "status",
+        "subscription_id",
+        "timer",
+        "upstream",
+    )
+
+    def __init__(self, client: GatewayProtocol, route: Route) -> None:
+        assert client.gateway is not None
+        self.client = client
+        self.gateway = client.gateway
+        self.route = route
+        self.backend: HttpBackend = route.backend  # type: ignore[assignment]
+        self.method = client.parser.get_method().decode("ascii")
+        self.keep_alive = client.parser.should_keep_alive()
+        self.response_complete = False
+        self.disconnected = False
+        self.message_event = _NO_EVENT
+        self.started = time.perf_counter()
+        self.subscription_id = 0
+        self.upstream: UpstreamConnection | None = None
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.chunked = False
+        self.response_started = False
+        self.framing = BodyFraming.NONE
+        self.request_finished = False
+        self.pending: list[bytes] = []
+        self.head = b""
+        self.retried = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.sent_at = 0.0
+
+    # request side ---------------------------------------------------------------------------
+    def start(self, rest: bytes, query: bytes) -> None:
+        client = self.client
+        peer = client.client[0] if client.client else ""
+        outcome = self.gateway.admit(
+            self.route, self.method, rest, client.headers, query, peer, client.scheme or "http"
+        )
+        if not isinstance(outcome, Admission):
+            problem, self.subscription_id = refusal(outcome)
+            self.respond_problem(problem)
+            return
+        self.subscription_id = outcome.subscription_id
+        self.framing = outcome.framing
+        request = UpstreamRequest(
+            self.method, rest, outcome.query, outcome.headers, outcome.host, outcome.framing, {}
+        )
+        self.head = self.backend.request_head(request)
+        if client.expect_100_continue and self.framing != BodyFraming.NONE:
+            client.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        connection = self.backend.origin.take_idle()
+        if connection is None:
+            self.connect()
+        else:
+            self.attach(connection)
+
+    def connect(self) -> None:
+        self.client.flow.pause_reading()  # hold the body until there is somewhere to send it
+        task = asyncio.get_running_loop().create_task(self._connect())
+        self.client.tasks.add(task)
+        task.add_done_callback(self.client.tasks.discard)
+
+    async def _connect(self) -> None:
+        try:
+            connection = await self.backend.origin.connect()
+        except UpstreamError as exc:
+            self.fail_before_response(exc)
+            return
+        if self.response_complete:  # the client left while we were connecting
+            connection.close()
+            return
+        self.client.flow.resume_reading()
+        self.attach(connection)
+
+    def attach(self, connection: UpstreamConnection) -> None:
+        self.upstream = connection
+        connection.sink = self
+        transport = connection.transport
+        if transport is None or connection.closed:
+            self.upstream_failed(StaleConnection("pooled connection already closed"))
+            return
+        if self.pending:
+            transport.write(self.head + b"".join(self.pending))
+            self.pending = []
+        else:
+            transport.write(self.head)
+        loop = connection.loop
+        self.sent_at = loop.time()
+        self.timer = loop.call_later(self.backend.origin.read_timeout, self._check_timeout)
+
+    def request_body(self, body: bytes) -> None:
+        if self.response_complete or not body:
+            return
+        self.bytes_in += len(body)
+        data = b"%x\r\n%b\r\n" % (len(body), body) if self.framing == BodyFraming.CHUNKED else body
+        self._send_upstream(data)
+
+    def request_complete(self) -> None:
+        self.request_finished = True
+        if self.framing == BodyFraming.CHUNKED and not self.response_complete:
+            self._send_upstream(b"0\r\n\r\n")
+
+    def _send_upstream(self, data: bytes) -> None:
+        upstream = self.upstream
+        if upstream is None or upstream.transport is None:
+            self.pending.append(data)
+        else:
+            upstream.transport.write(data)
+
+    # response side (ResponseSink) ---------------------------------------------------------
+    def upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        out = [STATUS_LINE[status]]
+        has_length = False
+        for name, value in headers:
+            if name in HOP_BY_HOP:
+                continue
+            if name == b"content-length":
+                has_length = True
+            out += (name, b": ", value, b"\r\n")
+        head_only = self.method == "HEAD"
+        if not has_length and not head_only and status not in (204, 304) and status >= 200:
+            self.chunked = True
+            out.append(b"transfer-encoding: chunked\r\n")
+        if not self.keep_alive:
+            out.append(b"connection: close\r\n")
+        out.append(b"\r\n")
+        self.client.transport.write(b"".join(out))
+        self.response_started = True
+        if head_only and self.upstream is not None:
+            # No body follows a HEAD response; httptools cannot be told, so do not reuse.
+            self.upstream.keep_alive = False
+            self.upstream.complete = True
+            self.upstream_complete()
+
+    def upstream_body(self, data: bytes) -> None:
+        if self.response_complete:
+            return
+        self.bytes_out += len(data)
+        if self.chunked:
+            self.client.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self.client.transport.write(data)
+
+    def upstream_complete(self) -> None:
+        if self.response_complete:
+            return
+        if self.chunked:
+            self.client.transport.write(b"0\r\n\r\n")
+        connection, self.upstream = self.upstream, None
+        if connection is not None:
+            connection.sink = None
+            self.backend.origin.release(connection)
+        self.finish(self.status)
+
+    def upstream_failed(self, error: UpstreamError) -> None:
+        connection, self.upstream = self.upstream, None
+        if connection is not None:
+            connection.sink = None
+            connection.close()
+        if self.response_complete:
+            return
+        replayable = self.framing == BodyFraming.NONE
+        if isinstance(error, StaleConnection) and replayable and not self.retried:
+            self.retried = True
+            self._cancel_timer()
+            self.connect()
+            return
+        if not self.response_started:
+            self.fail_before_response(error)
+            return
+        logger.warning("api %s: response cut short: %s", self.route.name, error)
+        self.keep_alive = False
+        self.client.transport.close()
+        self.finish(self.status)
+
+    def upstream_writable(self, writable: bool) -> None:
+        if writable:
+            self.client.flow.resume_reading()
+        else:
+            self.client.flow.pause_reading()
+
+    def client_writable(self, writable: bool) -> None:
+        transport = self.upstream.transport if self.upstream is not None else None
+        if transport is not None:
+            if writable:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    # endings ------------------------------------------------------------------------------
+    def fail_before_response(self, error: UpstreamError) -> None:
+        logger.warning("api %s: %s", self.route.name, error)
+        timeout = isinstance(error, UpstreamTimeout)
+        self.respond_problem(problems.BACKEND_TIMEOUT if timeout else problems.BACKEND_UNREACHABLE)
+
+    def respond_problem(self, problem: problems.ProblemType) -> None:
+        if self.response_complete:
+            return
+        client = self.client
+        if client.expect_100_continue:
+            # The client is waiting for "100 Continue" before sending its body; it may or may
+            # not send it now (RFC 9110 §10.1.1), so the connection cannot be reused safely.
+            self.keep_alive = False
+        body = problems.problem_body(problem)
+        out = [
+            STATUS_LINE[problem.status],
+            b"content-type: application/problem+json\r\ncontent-length: ",
+            str(len(body)).encode(),
+            b"\r\n",
+        ]
+        for name, value in client.server_state.default_headers:
+            out += (name, b": ", value, b"\r\n")
+        if not self.keep_alive:
+            out.append(b"connection: close\r\n")
+        out += (b"\r\n", body)
+        if not client.transport.is_closing():
+            client.transport.write(b"".join(out))
+        self.response_started = True
+        self.finish(problem.status)
+
+    def _check_timeout(self) -> None:
+        self.timer = None
+        connection = self.upstream
+        if connection is None or self.response_complete:
+            return
+        loop = connection.loop
+        timeout = self.backend.origin.read_timeout
+        idle = loop.time() - max(connection.last_activity, self.sent_at)
+        if idle < timeout or self.client.flow.write_paused:
+            # Data came recently, or we are the ones holding the backend back (slow client).
+            self.timer = loop.call_later(max(timeout - idle, 0.05), self._check_timeout)
+            return
+        connection._fail(UpstreamTimeout(f"the backend sent nothing for {timeout}s"))
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def client_gone(self) -> None:
+        connection, self.upstream = self.upstream, None
+        if connection is not None:
+            connection.sink = None
+            connection.close()
+        if not self.response_complete:
+            self.finish(CLIENT_CLOSED)
+
+    def finish(self, status: int) -> None:
+        """Record the exchange and let uvicorn carry on (keep-alive, pipelined requests)."""
+        self.response_complete = True
+        self._cancel_timer()
+        self.gateway.record_exchange(
+            self.route,
+            self.subscription_id,
+            status,
+            self.bytes_in,
+            self.bytes_out,
+            self.started,
+            self.method,
+            self.client.client,
+        )
+        if not self.keep_alive:
+            self.client.transport.close()
+        self.client.on_response_complete()

@@ -1,0 +1,124 @@
+"""Turn the client's request into the backend's: one pass over the headers.
+
+Removes hop-by-hop headers (RFC 9110 §7.6.1) and the subscription key, works out the client
+address (believing ``X-Forwarded-For`` only from configured trusted proxies) and sets
+``X-Forwarded-For/-Proto/-Host/-Prefix`` for the backend.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+from tollway.gateway.backends import HOP_BY_HOP, BodyFraming
+from tollway.types import Headers
+
+_CAPTURED = frozenset(
+    {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix"}
+)
+
+
+class ProxyTrust:
+    """Which peers may tell us the client's address; answers are cached per address."""
+
+    def __init__(self, networks: list[str]) -> None:
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self._cache: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def trusts(self, address: str) -> bool:
+        known = self._cache.get(address)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(address)
+                known = any(ip in network for network in self.networks)
+            except ValueError:
+                known = False
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[address] = known
+        return known
+
+    def client_address(self, peer: str, forwarded_for: bytes | None) -> str:
+        """The rightmost address in X-Forwarded-For that is not a trusted proxy."""
+        if forwarded_for is None or not self.trusts(peer):
+            return peer
+        for hop in reversed(forwarded_for.decode("latin-1").split(",")):
+            hop = hop.strip()
+            if not hop:
+                continue
+            if not self.trusts(hop):
+                return hop
+        return peer
+
+
+@dataclass(slots=True)
+class PreparedRequest:
+    headers: Headers
+    host: bytes
+    framing: int
+    key: bytes | None
+    client: str
+    proto: str
+    forwarded_for: bytes | None
+
+
+def prepare_request(
+    headers: Headers, peer: str, scheme: str, key_header: bytes, trust: ProxyTrust
+) -> PreparedRequest:
+    """Clean the client's headers for the backend and pick out what the gateway needs."""
+    out: Headers = []
+    key: bytes | None = None
+    framing = BodyFraming.NONE
+    captured: dict[bytes, bytes] = {}
+    connection_tokens: bytes | None = None
+    for name, value in headers:
+        if name == key_header:
+            key = value.strip()
+        elif name in HOP_BY_HOP:
+            if name == b"transfer-encoding":
+                framing = BodyFraming.CHUNKED
+            elif name == b"connection":
+                connection_tokens = value
+        elif name in _CAPTURED:
+            captured[name] = value
+        elif name == b"content-length":
+            if value != b"0":
+                framing = BodyFraming.LENGTH
+            out.append((name, value))
+        elif name != b"expect":  # 100-continue is answered by our server, not forwarded
+            out.append((name, value))
+    if connection_tokens:
+        listed = {t.strip().lower() for t in connection_tokens.split(b",")}
+        out = [(n, v) for n, v in out if n not in listed]
+    forwarded_for = captured.get(b"x-forwarded-for")
+    trusted = bool(trust) and trust.trusts(peer)
+    address = trust.client_address(peer, forwarded_for) if trusted else peer
+    proto = scheme
+    if trusted and b"x-forwarded-proto" in captured:
+        proto = captured[b"x-forwarded-proto"].decode("latin-1").strip().lower()
+    chain = forwarded_for + b", " + peer.encode() if trusted and forwarded_for else peer.encode()
+    host = captured.get(b"host", b"")
+    out.append((b"x-forwarded-for", chain))
+    out.append((b"x-forwarded-proto", proto.encode()))
+    if host:
+        out.append((b"x-forwarded-host", host))
+    return PreparedRequest(out, host, framing, key, address, proto, forwarded_for)
+
+
+def take_query_key(query: bytes, name: bytes) -> tuple[bytes | None, bytes]:
+    """Remove the key parameter from a raw query string; return (key, remaining query)."""
+    marker = name + b"="
+    if marker not in query:
+        return None, query
+    key: bytes | None = None
+    kept = []
+    for part in query.split(b"&"):
+        if part.startswith(marker):
+            key = unquote_to_bytes(part[len(marker) :].replace(b"+", b" ")).strip()
+        elif part:
+            kept.append(part)
+    return key, b"&".join(kept)

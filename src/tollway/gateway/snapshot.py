@@ -1,0 +1,109 @@
+"""Load what the gateway serves from the store: routes (APIs + backends) and the key index."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tollway.db.models import (
+    Api,
+    Backend,
+    NamedValue,
+    ProductApi,
+    Subscription,
+    SubscriptionState,
+    User,
+    UserState,
+)
+from tollway.gateway.keyindex import IndexedSubscription, KeyIndex
+
+
+@dataclass(frozen=True)
+class ConfigData:
+    """Plain copies of the config rows, detached from any session."""
+
+    apis: tuple[Api, ...]
+    backends: dict[int, Backend]
+    named_values: dict[str, tuple[str, bool]]  # name -> (stored value, secret)
+    product_apis: dict[int, frozenset[int]]
+    products_of_api: dict[int, tuple[int, ...]] = field(default_factory=dict)
+
+
+def load_config_data(session: Session) -> ConfigData:
+    apis = tuple(session.scalars(select(Api).order_by(Api.id)))
+    backends = {b.id: b for b in session.scalars(select(Backend))}
+    named = {nv.name: (nv.value, nv.secret) for nv in session.scalars(select(NamedValue))}
+    links: dict[int, set[int]] = defaultdict(set)
+    products_of: dict[int, list[int]] = defaultdict(list)
+    for product_id, api_id in session.execute(select(ProductApi.product_id, ProductApi.api_id)):
+        links[product_id].add(api_id)
+        products_of[api_id].append(product_id)
+    session.expunge_all()
+    return ConfigData(
+        apis=apis,
+        backends=backends,
+        named_values=named,
+        product_apis={pid: frozenset(ids) for pid, ids in links.items()},
+        products_of_api={aid: tuple(sorted(pids)) for aid, pids in products_of.items()},
+    )
+
+
+_SUBSCRIPTION_COLUMNS = (
+    Subscription.id,
+    Subscription.user_id,
+    Subscription.product_id,
+    Subscription.state,
+    User.state,
+    Subscription.primary_digest,
+    Subscription.secondary_digest,
+)
+
+
+def _indexed(rows: Iterable[tuple[int, int, int, str, str, str, str]]) -> list[IndexedSubscription]:
+    return [
+        IndexedSubscription(
+            subscription_id=sid,
+            user_id=uid,
+            product_id=pid,
+            active=state == SubscriptionState.active and user_state == UserState.active,
+            digests=(bytes.fromhex(primary), bytes.fromhex(secondary)),
+        )
+        for sid, uid, pid, state, user_state, primary, secondary in rows
+    ]
+
+
+def load_active_subscriptions(session: Session) -> list[IndexedSubscription]:
+    query = (
+        select(*_SUBSCRIPTION_COLUMNS)
+        .join(User, User.id == Subscription.user_id)
+        .where(Subscription.state == SubscriptionState.active, User.state == UserState.active)
+    )
+    return _indexed(session.execute(query))
+
+
+def load_subscriptions(
+    session: Session, *, subscription_ids: Iterable[int] = (), user_ids: Iterable[int] = ()
+) -> list[IndexedSubscription]:
+    """These subscriptions (any state), plus all of these users', for an incremental update."""
+    found: list[IndexedSubscription] = []
+    base = select(*_SUBSCRIPTION_COLUMNS).join(User, User.id == Subscription.user_id)
+    if ids := sorted(set(subscription_ids)):
+        found += _indexed(session.execute(base.where(Subscription.id.in_(ids))))
+    if uids := sorted(set(user_ids)):
+        found += _indexed(session.execute(base.where(Subscription.user_id.in_(uids))))
+    seen = {sub.subscription_id for sub in found}
+    # A deleted subscription is simply gone: report it inactive so its keys leave the index.
+    for sid in set(subscription_ids) - seen:
+        found.append(IndexedSubscription(sid, 0, 0, False, ()))
+    return found
+
+
+def build_key_index(session: Session, config: ConfigData) -> KeyIndex:
+    return KeyIndex.build(load_active_subscriptions(session), config.product_apis)
+
+
+ConfigLoader = Callable[[Session], ConfigData]

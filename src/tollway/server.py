@@ -1,0 +1,57 @@
+"""Run the gateway under uvicorn (what ``tollway serve`` and ``tollway demo`` call)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from typing import Any
+
+import uvicorn
+
+from tollway.errors import UserError
+from tollway.gateway.app import create_gateway
+from tollway.settings import Settings
+
+
+def configure_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line (not a traceback) when the address is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(
+                    f"port {port} on {host} is already in use (stop the other server or "
+                    "pass --port)"
+                ) from None
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def serve(settings: Settings, *, workers: int = 1, log_level: str = "info") -> None:
+    """Serve the gateway until interrupted (SIGINT/SIGTERM finish in-flight requests)."""
+    check_port_free(settings.host, settings.port)
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "lifespan": "on",
+        "access_log": settings.access_log,
+        "server_header": False,
+        "proxy_headers": False,  # Tollway applies its own trusted-proxy rules
+        "log_level": log_level,
+        "log_config": None,
+        "timeout_graceful_shutdown": 30,
+    }
+    if workers > 1:
+        # Each worker process builds its own gateway from the same TOLLWAY_* settings.
+        uvicorn.run("tollway.asgi:create_app", factory=True, workers=workers, **common)
+    else:
+        uvicorn.run(create_gateway(settings), **common)

@@ -1,0 +1,112 @@
+"""Subscriptions and their keys: create, regenerate, suspend, activate, cancel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tollway.db.models import ChangeKind, Product, Subscription, SubscriptionState, User
+from tollway.errors import NotFound, UserError
+from tollway.keys import display_prefix, generate_key, key_digest
+from tollway.services.changes import record_change
+
+KeySlot = Literal["primary", "secondary"]
+
+
+@dataclass(frozen=True)
+class IssuedKeys:
+    """Keys in full, returned once when a subscription is created; never stored."""
+
+    subscription: Subscription
+    primary: str
+    secondary: str
+
+
+def get_product(session: Session, name: str) -> Product:
+    product = session.scalar(select(Product).where(Product.name == name))
+    if product is None:
+        known = ", ".join(session.scalars(select(Product.name).order_by(Product.name)))
+        raise NotFound(f"no product named {name!r} (products: {known or 'none yet'})")
+    return product
+
+
+def get_subscription(session: Session, subscription_id: int) -> Subscription:
+    subscription = session.get(Subscription, subscription_id)
+    if subscription is None:
+        raise NotFound(f"no subscription with id {subscription_id}")
+    return subscription
+
+
+def create_subscription(
+    session: Session,
+    user: User,
+    product: Product,
+    *,
+    name: str = "",
+    state: SubscriptionState | None = None,
+) -> IssuedKeys:
+    """Subscribe ``user`` to ``product``; active at once unless the product needs approval."""
+    if state is None:
+        state = (
+            SubscriptionState.submitted if product.approval_required else SubscriptionState.active
+        )
+    primary, secondary = generate_key(), generate_key()
+    subscription = Subscription(
+        user=user,
+        product=product,
+        name=name or f"{product.name} ({user.email})",
+        state=state,
+        primary_digest=key_digest(primary),
+        primary_prefix=display_prefix(primary),
+        secondary_digest=key_digest(secondary),
+        secondary_prefix=display_prefix(secondary),
+    )
+    session.add(subscription)
+    session.flush()
+    record_change(session, ChangeKind.subscription, subscription.id)
+    return IssuedKeys(subscription, primary, secondary)
+
+
+def regenerate_key(session: Session, subscription: Subscription, slot: KeySlot) -> str:
+    """Replace one of the two keys; the other keeps working (rotation without downtime)."""
+    key = generate_key()
+    if slot == "primary":
+        subscription.primary_digest = key_digest(key)
+        subscription.primary_prefix = display_prefix(key)
+    elif slot == "secondary":
+        subscription.secondary_digest = key_digest(key)
+        subscription.secondary_prefix = display_prefix(key)
+    else:
+        raise UserError(f"key slot must be 'primary' or 'secondary', not {slot!r}")
+    session.flush()
+    record_change(session, ChangeKind.subscription, subscription.id)
+    return key
+
+
+_TRANSITIONS: dict[SubscriptionState, set[SubscriptionState]] = {
+    SubscriptionState.active: {SubscriptionState.submitted, SubscriptionState.suspended},
+    SubscriptionState.suspended: {SubscriptionState.active},
+    SubscriptionState.cancelled: {
+        SubscriptionState.submitted,
+        SubscriptionState.active,
+        SubscriptionState.suspended,
+    },
+    SubscriptionState.rejected: {SubscriptionState.submitted},
+}
+
+
+def set_subscription_state(
+    session: Session, subscription: Subscription, state: SubscriptionState
+) -> None:
+    """Move a subscription to ``state`` when that transition makes sense."""
+    current = SubscriptionState(subscription.state)
+    if current == state:
+        return
+    if current not in _TRANSITIONS.get(state, set()):
+        raise UserError(f"subscription {subscription.id} is {current}; it cannot become {state}")
+    subscription.state = state
+    session.flush()
+    record_change(session, ChangeKind.subscription, subscription.id)

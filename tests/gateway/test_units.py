@@ -1,0 +1,74 @@
+"""Small pieces with sharp edges: key format, path normalisation, route matching, usage bound."""
+
+from __future__ import annotations
+
+import pytest
+
+from tollway.gateway.routing import RouteTable, normalise_path
+from tollway.gateway.usage import UsageBuffer
+from tollway.keys import display_prefix, generate_key, has_valid_checksum, key_digest
+
+
+def test_keys_are_prefixed_long_unique_and_checksummed() -> None:
+    keys = {generate_key() for _ in range(200)}
+    assert len(keys) == 200
+    for key in keys:
+        assert key.startswith("tw_") and len(key) == 49
+        assert has_valid_checksum(key)
+    key = keys.pop()
+    typo = key[:10] + ("A" if key[10] != "A" else "B") + key[11:]
+    assert not has_valid_checksum(typo)
+    assert display_prefix(key) == key[:10]
+    assert key_digest(key) == key_digest(key.encode()) and len(key_digest(key)) == 64
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"/names/generate_name", b"/names/generate_name"),
+        (b"/a//b///c", b"/a/b/c"),
+        (b"/a/./b/.", b"/a/b/"),
+        (b"/a/b/../c", b"/a/c"),
+        (b"/a/%2E%2e/c", b"/c"),
+        (b"/a/.%2e/c", b"/c"),
+        (b"/a/%41", b"/a/%41"),  # other encodings are left alone
+        (b"/..", None),
+        (b"/a/../..", None),
+        (b"/a%2fb", None),
+        (b"/a%2Fb", None),
+        (b"/a%5Cb", None),
+        (b"/a\\b", None),
+        (b"/a%00", None),
+        (b"a/b", None),
+    ],
+)
+def test_normalise_path(raw: bytes, expected: bytes | None) -> None:
+    assert normalise_path(raw) == expected
+
+
+def test_longest_prefix_wins_on_segment_boundaries() -> None:
+    table: RouteTable[str] = RouteTable()
+    table.add("/v1", "v1")
+    table.add("/v1/names", "names")
+    assert table.match(b"/v1/names/x") == ("names", b"/x")
+    assert table.match(b"/v1/namesake") == ("v1", b"/namesake")
+    assert table.match(b"/v1") == ("v1", b"/")
+    assert table.match(b"/v2/names") is None
+
+
+def test_usage_buffer_is_bounded_and_counts_what_it_drops() -> None:
+    clock = iter(range(0, 10_000, 60))
+    buffer = UsageBuffer(limit=3, clock=lambda: float(next(clock)))
+    for _ in range(5):  # each call lands in a new minute, so a new row
+        buffer.record(1, 1, 200, 10, 20, 1.0)
+    assert len(buffer.rows) == 3
+    assert buffer.dropped == 2
+
+
+def test_usage_rows_merge_when_given_back() -> None:
+    buffer = UsageBuffer(clock=lambda: 120.0)
+    buffer.record(1, 2, 201, 5, 7, 1.5)
+    taken = buffer.take()
+    buffer.record(1, 2, 204, 1, 1, 0.5)
+    buffer.give_back(taken)
+    assert buffer.rows == {(1, 2, 2, 2): [2, 6, 8, 2.0]}

@@ -1,0 +1,118 @@
+"""Real servers on 127.0.0.1 for socket-level tests, stopped by the test that started them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from tollway.types import ASGIApp
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def serve_in_thread(app: ASGIApp, *, lifespan: str = "auto") -> Iterator[str]:
+    """Run ``app`` under uvicorn in a thread; yield its base URL."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        lifespan=lifespan,  # type: ignore[arg-type]
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def tollway_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLWAY_")}
+    env.update(
+        TOLLWAY_DATABASE_URL=database_url,
+        TOLLWAY_SECRET_KEY="test-secret-key-0123456789",
+        **extra,
+    )
+    return env
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``tollway`` command."""
+    return subprocess.run(
+        [str(VENV_BIN / "tollway"), *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@contextmanager
+def tollway_serve(env: Mapping[str, str], *args: str) -> Iterator[str]:
+    """Start ``tollway serve`` as a separate process; yield its base URL; stop it after."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(VENV_BIN / "tollway"), "serve", "--port", str(port), *args],
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, process)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
+def wait_ready(base: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise RuntimeError(f"tollway serve exited early:\n{output}")
+        try:
+            if httpx.get(f"{base}/-/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("tollway serve did not become ready")

@@ -1,0 +1,207 @@
+"""The real ``tollway`` command in separate processes, as a user runs it."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .servers import VENV_BIN, free_port, run_cli, tollway_env, tollway_serve, wait_ready
+
+KEY = re.compile(r"tw_[0-9A-Za-z]{46}")
+
+CONFIG = """
+backends:
+  names:
+    app: tollway.samples.names:app
+apis:
+  names:
+    path: /names
+    backend: names
+products:
+  starter:
+    apis: [names]
+"""
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def key_status(base: str, key: str) -> int:
+    return httpx.get(f"{base}/names/generate_name", headers={"X-API-Key": key}).status_code
+
+
+def wait_for_status(base: str, key: str, status: int, within: float = 2.0) -> float:
+    """Seconds until ``key`` gets ``status``; fails if it takes longer than ``within``."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if key_status(base, key) == status:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    pytest.fail(f"key did not get {status} within {within}s (still {key_status(base, key)})")
+
+
+@pytest.mark.slow
+def test_apply_subscribe_serve_and_suspend_from_another_process(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = tollway_env(database_url)
+    config = tmp_path / "tollway.yaml"
+    config.write_text(CONFIG)
+    applied = run_cli("apply", "-f", str(config), env=env)
+    assert applied.returncode == 0, applied.stderr
+    assert "+ create api names" in applied.stdout
+    assert run_cli("apply", "-f", str(config), env=env).stdout.strip() == "no changes"
+    assert run_cli("user", "create", "dev@example.com", env=env).returncode == 0
+    created = run_cli(
+        "subscription", "create", "--user", "dev@example.com", "--product", "starter", env=env
+    )
+    primary, secondary = KEY.findall(created.stdout)
+    sub_id = re.search(r"subscription (\d+)", created.stdout).group(1)  # type: ignore[union-attr]
+
+    with tollway_serve(env) as base:
+        assert key_status(base, primary) == 200
+        assert run_cli("subscription", "suspend", sub_id, env=env).returncode == 0
+        wait_for_status(base, primary, 401)
+        assert key_status(base, secondary) == 401
+        assert run_cli("subscription", "activate", sub_id, env=env).returncode == 0
+        wait_for_status(base, primary, 200)
+        regenerated = run_cli("key", "regenerate", sub_id, env=env)
+        (new_primary,) = KEY.findall(regenerated.stdout)
+        wait_for_status(base, new_primary, 200)
+        assert key_status(base, primary) == 401
+        assert key_status(base, secondary) == 200
+
+
+def test_export_applies_back_to_no_changes(sqlite_url: str, tmp_path: Path) -> None:
+    env = tollway_env(sqlite_url)
+    config = tmp_path / "tollway.yaml"
+    config.write_text(CONFIG)
+    assert run_cli("apply", "-f", str(config), env=env).returncode == 0
+    exported = tmp_path / "exported.yaml"
+    assert run_cli("export", "-o", str(exported), env=env).returncode == 0
+    assert run_cli("apply", "-f", str(exported), env=env).stdout.strip() == "no changes"
+
+
+def test_dry_run_changes_nothing(sqlite_url: str, tmp_path: Path) -> None:
+    env = tollway_env(sqlite_url)
+    config = tmp_path / "tollway.yaml"
+    config.write_text(CONFIG)
+    dry = run_cli("apply", "-f", str(config), "--dry-run", env=env)
+    assert "+ create api names" in dry.stdout and "dry run" in dry.stdout
+    assert "+ create api names" in run_cli("apply", "-f", str(config), env=env).stdout
+
+
+def test_bad_config_names_the_place(sqlite_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "tollway.yaml"
+    config.write_text(CONFIG.replace("backend: names", "backend: nmaes"))
+    result = run_cli("apply", "-f", str(config), env=tollway_env(sqlite_url))
+    assert result.returncode == 1
+    assert "apis.names.backend: no backend named 'nmaes' (did you mean 'names'?)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_yaml_is_one_clear_error(sqlite_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "tollway.yaml"
+    config.write_text("apis: [unclosed\n")
+    result = run_cli("apply", "-f", str(config), env=tollway_env(sqlite_url))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "line" in result.stderr
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    env = tollway_env(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/nothing")
+    line = one_line_error(run_cli("migrate", env=env))
+    assert "cannot reach the database" in line
+
+
+def test_unknown_product_is_one_line(sqlite_url: str) -> None:
+    env = tollway_env(sqlite_url)
+    run_cli("user", "create", "a@example.com", env=env)
+    line = one_line_error(
+        run_cli("subscription", "create", "--user", "a@example.com", "--product", "gold", env=env)
+    )
+    assert "no product named 'gold'" in line
+
+
+def test_port_in_use_is_one_line(sqlite_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_line_error(run_cli("serve", "--port", str(port), env=tollway_env(sqlite_url)))
+    assert f"port {port}" in line and "in use" in line
+
+
+def test_help_everywhere() -> None:
+    for args in (
+        [],
+        ["apply"],
+        ["user", "create"],
+        ["subscription", "suspend"],
+        ["key", "regenerate"],
+    ):
+        result = run_cli(*args, "--help", env=tollway_env("sqlite://"))
+        assert result.returncode == 0 and "Usage" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_prints_a_working_key_and_curl_line(tmp_path: Path) -> None:
+    def run_demo() -> tuple[str, str]:
+        port = free_port()
+        process = subprocess.Popen(
+            [str(VENV_BIN / "tollway"), "demo", "--port", str(port)],
+            cwd=tmp_path,
+            env=tollway_env("sqlite://"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(base, process)
+            process.terminate()
+            output = process.communicate(timeout=15)[0]
+        finally:
+            if process.poll() is None:
+                process.kill()
+        return base, output
+
+    base, output = run_demo()
+    curl = re.search(r'curl -H "X-API-Key: (tw_\w+)" "([^"]+)"', output)
+    assert curl is not None, output
+    assert curl.group(2) == f"{base}/names/generate_name?starts_with=n"
+    assert (tmp_path / "tollway-demo.db").exists()
+    first_key = curl.group(1)
+
+    # the second run reuses the database and prints a new key that works; the old one does not
+    port = free_port()
+    process = subprocess.Popen(
+        [str(VENV_BIN / "tollway"), "demo", "--port", str(port)],
+        cwd=tmp_path,
+        env=tollway_env("sqlite://"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, process)
+        assert key_status(base, first_key) == 401
+        process.terminate()
+        output = process.communicate(timeout=15)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    (second_key,) = set(KEY.findall(output))
+    assert second_key != first_key
