@@ -1,0 +1,753 @@
+"""Benchmark Tollway against nginx, both proxying the same upstream, in one run.
+
+Usage: ``.venv/bin/python bench/run.py [--quick] [--duration SECONDS]`` (see bench/README.md).
+
+Starts the upstream (raw ASGI under uvicorn), nginx and Tollway in front of it, each pinned to
+one CPU, drives every target with wrk pinned to another CPU at 50 connections then 1, and
+reports req/s, latency and the servers' CPU time per request read from /proc. Every process it
+starts is stopped on the way out, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+NGINX = "/usr/sbin/nginx"
+TARGETS = ("upstream", "nginx", "tollway")
+CONNECTIONS = (50, 1)
+KEY_PATTERN = re.compile(r"tw_[0-9A-Za-z]{46}")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 5.0
+COMMAND_TIMEOUT = 60.0
+
+# wrk reports through this hook: exact percentiles in µs instead of its rounded text output.
+WRK_REPORT_LUA = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
+    .. '"max_us": %d, "errors": {"connect": %d, "read": %d, "write": %d, "status": %d, '
+    .. '"timeout": %d}}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+TOLLWAY_CONFIG = """\
+backends:
+  upstream: {{url: "http://127.0.0.1:{upstream_port}"}}
+apis:
+  bench: {{path: /bench, backend: upstream}}
+products:
+  bench: {{apis: [bench]}}
+"""
+
+
+class BenchError(Exception):
+    """The run cannot go on; the message says why."""
+
+
+class TargetUnavailable(Exception):
+    """One target could not be started; the others still run."""
+
+
+@dataclass
+class Server:
+    """A server process we started, with its log file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+
+@dataclass
+class Target:
+    """What wrk drives: a path on ``server``, with request headers."""
+
+    name: str
+    server: Server
+    path: str = "/bench/x"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}{self.path}"
+
+
+@dataclass
+class WrkReport:
+    """What wrk's ``done`` hook prints (times in µs)."""
+
+    requests: int
+    duration_us: int
+    p50_us: int
+    p99_us: int
+    max_us: int
+    errors: dict[str, int]
+
+
+@dataclass
+class Run:
+    """One wrk run against one target and what the servers spent on it."""
+
+    target: str
+    connections: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: dict[str, int]
+    proxy_cpu_us: float | None
+    upstream_cpu_us: float
+
+
+# --- arguments and ports --------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--quick", action="store_true", help="3 s runs (overrides --duration)")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load first")
+    parser.add_argument("--upstream-port", type=int, default=18081)
+    parser.add_argument("--nginx-port", type=int, default=18082)
+    parser.add_argument("--tollway-port", type=int, default=18083)
+    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset")
+    parser.add_argument("--wrk-cpu", type=int, default=0, help="CPU wrk is pinned to")
+    parser.add_argument("--server-cpu", type=int, default=1, help="CPU all servers are pinned to")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    parser.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration = 3
+    args.targets = [name for name in args.targets.split(",") if name]
+    unknown = set(args.targets) - set(TARGETS)
+    if unknown or "upstream" not in args.targets:
+        parser.error(f"--targets: choose from {', '.join(TARGETS)}, including upstream")
+    return args
+
+
+def needed_ports(args: argparse.Namespace) -> dict[str, int]:
+    """The port of every target this run starts."""
+    ports = {
+        "upstream": args.upstream_port,
+        "nginx": args.nginx_port,
+        "tollway": args.tollway_port,
+    }
+    return {name: port for name, port in ports.items() if name in args.targets}
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:``port`` (binding the way servers do)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def check_ports(ports: dict[str, int]) -> None:
+    """Refuse to run when a port is taken: a stale server there would give nonsense numbers."""
+    busy = [f"{name} port {port}" for name, port in ports.items() if not port_is_free(port)]
+    if busy:
+        raise BenchError(
+            f"already in use: {', '.join(busy)}. Stop what listens there (see `ss -ltnp`) "
+            "or choose other ports (--upstream-port, --nginx-port, --tollway-port)."
+        )
+    if len(set(ports.values())) != len(ports):
+        raise BenchError(f"ports must differ: {ports}")
+
+
+def check_tools() -> None:
+    """wrk, nginx and taskset must be installed."""
+    missing = [tool for tool in ("wrk", NGINX, "taskset") if not shutil.which(tool)]
+    if missing:
+        raise BenchError(
+            f"missing {', '.join(missing)}: apt-get install -y wrk nginx-light util-linux"
+        )
+
+
+def pin_prefix(args: argparse.Namespace, cpu: int) -> list[str]:
+    """``taskset -c CPU`` when pinning (it execs, so the pid stays the server's)."""
+    return [] if args.no_pin else ["taskset", "-c", str(cpu)]
+
+
+def check_cpus(args: argparse.Namespace) -> None:
+    """Pinning needs both CPUs; without them, say so and run unpinned."""
+    available = os.sched_getaffinity(0)
+    if args.no_pin or {args.wrk_cpu, args.server_cpu} <= available:
+        return
+    print(f"warning: CPUs {sorted(available)} available; running unpinned (numbers are noisier)")
+    args.no_pin = True
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def start_server(
+    name: str,
+    command: list[str],
+    port: int,
+    workdir: Path,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """Start a server in its own session (so Ctrl-C reaches us, and we stop it)."""
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+            start_new_session=True,
+        )
+    return Server(name, proc, port, log)
+
+
+def stop_server(server: Server) -> None:
+    """SIGTERM the server's process group, then SIGKILL what is left after a few seconds."""
+    if server.proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.proc.pid, signal.SIGTERM)
+        try:
+            server.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait(STOP_TIMEOUT)
+    # Reaped leader: its group may still hold children (nginx workers, tollway helpers).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(server.proc.pid, signal.SIGKILL)
+
+
+def log_tail(server: Server, lines: int = 15) -> str:
+    """The last lines of a server's output, for error messages."""
+    try:
+        text = server.log.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def http_get(port: int, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """One GET to 127.0.0.1:``port``: status and body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def wait_ready(target: Target, timeout: float = READY_TIMEOUT) -> None:
+    """Poll the target's URL until it answers 200, the server dies, or time runs out.
+
+    Refused connections and 503 (still starting) mean "wait"; any other status is a failure.
+    """
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if target.server.proc.poll() is not None:
+            code = target.server.proc.returncode
+            raise TargetUnavailable(f"{target.name} exited ({code}):\n{log_tail(target.server)}")
+        try:
+            status, body = http_get(target.server.port, target.path, target.headers)
+        except OSError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            if status == 200:
+                return
+            last = f"GET {target.path} answered HTTP {status}: {body[:200]!r}"
+            if status != 503:
+                raise TargetUnavailable(f"{last}\n  its log ends:\n{log_tail(target.server, 8)}")
+        time.sleep(0.1)
+    raise TargetUnavailable(f"{target.name} not ready after {timeout:.0f} s ({last})")
+
+
+def child_pids() -> dict[int, list[int]]:
+    """Every process's children, from the ppid field of /proc/<pid>/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = read_stat(int(entry.name))
+        if fields:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    children = child_pids()
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def read_stat(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name (state first); [] if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return text[text.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its descendants, in seconds."""
+    ticks = 0
+    for member in process_tree(pid):
+        fields = read_stat(member)
+        if fields:
+            ticks += int(fields[11]) + int(fields[12])  # stat fields 14 and 15
+    return ticks / CLK_TCK
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on ``port`` (any address), from /proc/net/tcp and tcp6."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines)
+            for line in lines:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(cols[9])
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """Inodes of the sockets held open by ``pid`` and its descendants."""
+    inodes = set()
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{member}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:["):
+                        inodes.add(link[8:-1])
+    return inodes
+
+
+def verify_owner(server: Server) -> None:
+    """The socket listening on the server's port must belong to the process we started."""
+    if not listening_inodes(server.port) & socket_inodes(server.proc.pid):
+        raise BenchError(
+            f"port {server.port} is not served by the {server.name} we started "
+            f"(pid {server.proc.pid}); is another server listening there?"
+        )
+
+
+# --- the three targets ------------------------------------------------------------------------
+
+
+def start_upstream(args: argparse.Namespace, workdir: Path) -> Target:
+    """The raw ASGI upstream under uvicorn with uvloop and httptools, no access log."""
+    command = [
+        *pin_prefix(args, args.server_cpu),
+        sys.executable, "-m", "uvicorn", "upstream:app", "--app-dir", str(BENCH_DIR),
+        "--host", "127.0.0.1", "--port", str(args.upstream_port),
+        "--no-access-log", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+        # Longer than nginx's 60 s upstream idle timeout, so nginx never reuses a closed one.
+        "--timeout-keep-alive", "75",
+    ]  # fmt: skip
+    server = start_server("upstream", command, args.upstream_port, workdir)
+    return Target("upstream", server)
+
+
+def write_nginx_config(args: argparse.Namespace, workdir: Path) -> Path:
+    """Fill bench/nginx.conf.template into ``workdir``/nginx."""
+    nginx_dir = workdir / "nginx"
+    nginx_dir.mkdir()
+    nginx_dir.chmod(0o755)  # run as root, nginx's workers switch to an unprivileged user
+    template = string.Template((BENCH_DIR / "nginx.conf.template").read_text())
+    config = nginx_dir / "nginx.conf"
+    config.write_text(
+        template.substitute(
+            workdir=nginx_dir, upstream_port=args.upstream_port, nginx_port=args.nginx_port
+        )
+    )
+    return config
+
+
+def start_nginx(args: argparse.Namespace, workdir: Path) -> Target:
+    """nginx as a keep-alive reverse proxy to the upstream (master + one worker)."""
+    config = write_nginx_config(args, workdir)
+    prefix = str(config.parent)
+    command = [
+        *pin_prefix(args, args.server_cpu),
+        NGINX, "-p", prefix, "-c", str(config), "-e", f"{prefix}/error.log",
+    ]  # fmt: skip
+    server = start_server("nginx", command, args.nginx_port, workdir)
+    return Target("nginx", server)
+
+
+def tollway_env(workdir: Path) -> dict[str, str]:
+    """Environment for the tollway commands: our database, memory stores, no access log."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("TOLLWAY_")}
+    env["TOLLWAY_DATABASE_URL"] = f"sqlite:///{workdir}/bench.db"
+    env["TOLLWAY_REDIS_URL"] = "memory://"
+    env["TOLLWAY_ACCESS_LOG"] = "false"
+    return env
+
+
+def tollway_setup(tollway: str, config: Path) -> list[list[str]]:
+    """The CLI steps that load the config and print a subscription key (adjust here)."""
+    return [
+        [tollway, "apply", "-f", str(config)],
+        [tollway, "user", "create", "bench@example.com"],
+        [tollway, "subscription", "create", "--user", "bench@example.com", "--product", "bench"],
+    ]
+
+
+def run_tollway_command(command: list[str], env: dict[str, str], workdir: Path) -> str:
+    """Run one setup command; its stdout, or TargetUnavailable saying what failed."""
+    shown = " ".join(["tollway", *command[1:]])
+    try:
+        done = subprocess.run(
+            command, env=env, cwd=workdir, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TargetUnavailable(f"`{shown}` failed: {exc}") from None
+    if done.returncode != 0:
+        output = (done.stderr or done.stdout).strip().splitlines()[-8:]
+        details = "\n".join("    " + line for line in output)
+        raise TargetUnavailable(f"`{shown}` exited with {done.returncode}:\n{details}")
+    return done.stdout
+
+
+def start_tollway(args: argparse.Namespace, workdir: Path) -> Target:
+    """Configure Tollway in a fresh SQLite store, subscribe a user, and serve (one worker)."""
+    tollway = str(Path(sys.executable).parent / "tollway")
+    if not Path(tollway).exists():
+        raise TargetUnavailable(f"{tollway} not found (is the package installed in the venv?)")
+    config = workdir / "tollway.yaml"
+    config.write_text(TOLLWAY_CONFIG.format(upstream_port=args.upstream_port))
+    env = tollway_env(workdir)
+    output = "".join(
+        run_tollway_command(step, env, workdir) for step in tollway_setup(tollway, config)
+    )
+    keys = KEY_PATTERN.findall(output)
+    if not keys:
+        raise TargetUnavailable("no `tw_...` key in the output of `tollway subscription create`")
+    command = [
+        *pin_prefix(args, args.server_cpu),
+        tollway, "serve", "--host", "127.0.0.1", "--port", str(args.tollway_port),
+    ]  # fmt: skip
+    server = start_server("tollway", command, args.tollway_port, workdir, env)
+    return Target("tollway", server, headers={"X-API-Key": keys[-1]})
+
+
+STARTERS = {"upstream": start_upstream, "nginx": start_nginx, "tollway": start_tollway}
+
+
+# --- measuring --------------------------------------------------------------------------------
+
+
+def run_wrk(
+    args: argparse.Namespace, target: Target, connections: int, seconds: int, script: Path
+) -> WrkReport:
+    """One closed-loop wrk run (one thread) and its report."""
+    command = [
+        *pin_prefix(args, args.wrk_cpu),
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+    ]  # fmt: skip
+    for name, value in target.headers.items():
+        command += ["-H", f"{name}: {value}"]
+    command.append(target.url)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return WrkReport(**json.loads(line.removeprefix("BENCH_JSON ")))
+    raise BenchError(f"wrk gave no report (exit {done.returncode}): {done.stderr.strip()}")
+
+
+def measure(
+    args: argparse.Namespace,
+    target: Target,
+    upstream: Server,
+    connections: int,
+    script: Path,
+) -> Run:
+    """Drive ``target`` with wrk and read the CPU the proxy and the upstream spent meanwhile."""
+    proxied = target.server is not upstream
+    before = cpu_seconds(target.server.proc.pid), cpu_seconds(upstream.proc.pid)
+    report = run_wrk(args, target, connections, args.duration, script)
+    after = cpu_seconds(target.server.proc.pid), cpu_seconds(upstream.proc.pid)
+    per_request = 1e6 / max(report.requests, 1)
+    seconds = report.duration_us / 1e6
+    return Run(
+        target=target.name,
+        connections=connections,
+        requests=report.requests,
+        seconds=round(seconds, 3),
+        rps=round(report.requests / seconds, 1) if seconds else 0.0,
+        p50_ms=report.p50_us / 1000,
+        p99_ms=report.p99_us / 1000,
+        max_ms=report.max_us / 1000,
+        errors={name: count for name, count in report.errors.items() if count},
+        proxy_cpu_us=round((after[0] - before[0]) * per_request, 2) if proxied else None,
+        upstream_cpu_us=round((after[1] - before[1]) * per_request, 2),
+    )
+
+
+def bench_target(
+    args: argparse.Namespace, target: Target, upstream: Server, script: Path
+) -> list[Run]:
+    """Warm up, then one measured run per connection count."""
+    if args.warmup:
+        run_wrk(args, target, 50, args.warmup, script)
+    runs = []
+    for connections in CONNECTIONS:
+        print(f"  {target.name}: wrk -c{connections} -d{args.duration}s ...", flush=True)
+        runs.append(measure(args, target, upstream, connections, script))
+    return runs
+
+
+# --- reporting --------------------------------------------------------------------------------
+
+
+def find_run(runs: list[Run], target: str, connections: int) -> Run | None:
+    """The run of ``target`` at ``connections``, if there is one."""
+    return next((r for r in runs if (r.target, r.connections) == (target, connections)), None)
+
+
+def summarize(runs: list[Run]) -> dict[str, dict[str, float]]:
+    """Per proxy: CPU/req and req/s at 50 connections, added p50 at 1; Tollway over nginx."""
+    direct = find_run(runs, "upstream", 1)
+    summary: dict[str, dict[str, float]] = {}
+    for proxy in ("nginx", "tollway"):
+        loaded, single = find_run(runs, proxy, 50), find_run(runs, proxy, 1)
+        if not loaded or not single or not direct or loaded.proxy_cpu_us is None:
+            continue
+        summary[proxy] = {
+            "cpu_us_per_req": loaded.proxy_cpu_us,
+            "rps": loaded.rps,
+            "added_p50_ms_c1": round(single.p50_ms - direct.p50_ms, 3),
+        }
+    if "nginx" in summary and "tollway" in summary:
+        nginx, tollway = summary["nginx"], summary["tollway"]
+        tollway["cpu_ratio_vs_nginx"] = round(
+            tollway["cpu_us_per_req"] / nginx["cpu_us_per_req"], 2
+        )
+        tollway["rps_ratio_vs_nginx"] = round(tollway["rps"] / nginx["rps"], 2)
+    return summary
+
+
+def print_table(runs: list[Run]) -> None:
+    """One line per wrk run."""
+    header = ("target", "conns", "req/s", "p50 ms", "p99 ms", "proxy µs/req", "upstr µs/req")
+    print("\n" + "{:<9} {:>5} {:>9} {:>8} {:>8} {:>13} {:>13}  errors".format(*header))
+    for r in runs:
+        proxy = "-" if r.proxy_cpu_us is None else f"{r.proxy_cpu_us:.1f}"
+        errors = ", ".join(f"{k} {v}" for k, v in r.errors.items()) or "-"
+        print(
+            f"{r.target:<9} {r.connections:>5} {r.rps:>9.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} "
+            f"{proxy:>13} {r.upstream_cpu_us:>13.1f}  {errors}"
+        )
+
+
+def print_summary(summary: dict[str, dict[str, float]], skipped: dict[str, str]) -> None:
+    """Ratios and added latency; why a target was skipped."""
+    print()
+    for proxy, figures in summary.items():
+        print(f"{proxy}: added p50 at 1 connection {figures['added_p50_ms_c1']:+.3f} ms")
+    tollway = summary.get("tollway", {})
+    if "cpu_ratio_vs_nginx" in tollway:
+        print(f"Tollway/nginx CPU per request (c50): {tollway['cpu_ratio_vs_nginx']:.2f}x")
+        print(f"Tollway/nginx req/s (c50):          {tollway['rps_ratio_vs_nginx']:.2f}x")
+    for name, reason in skipped.items():
+        lines = reason.splitlines()
+        last = f" ... {lines[-1].strip()}" if len(lines) > 1 else ""
+        print(f"{name}: SKIPPED - {lines[0]}{last}")
+
+
+def previous_results() -> Path | None:
+    """The newest results file, if any."""
+    files = sorted(RESULTS_DIR.glob("*.json")) if RESULTS_DIR.is_dir() else []
+    return files[-1] if files else None
+
+
+def print_previous(path: Path | None, summary: dict[str, dict[str, float]]) -> None:
+    """The previous run's Tollway figures next to this run's."""
+    if path is None:
+        return
+    try:
+        before = json.loads(path.read_text()).get("summary", {}).get("tollway", {})
+    except (OSError, ValueError, AttributeError):
+        before = {}
+    if not before:
+        print(f"\n(previous run {path.name} has no Tollway figures)")
+        return
+    now = summary.get("tollway", {})
+    print(f"\nTollway        {'previous ' + path.stem:>26} {'this run':>12}")
+    for key in ("cpu_us_per_req", "rps", "added_p50_ms_c1", "cpu_ratio_vs_nginx"):
+        print(f"{key:<20} {before.get(key, '-')!s:>20} {now.get(key, '-')!s:>12}")
+
+
+def machine_info() -> dict[str, object]:
+    """Enough about the machine and versions to tell runs apart."""
+    cpu = ""
+    with contextlib.suppress(OSError):
+        models = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = models[0] if models else ""
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "commit": command_output(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"]),
+        "dirty": bool(command_output(["git", "-C", str(REPO_DIR), "status", "--porcelain"])),
+        "nginx": command_output([NGINX, "-v"]),
+    }
+
+
+def command_output(command: list[str]) -> str:
+    """A command's output (stdout, else stderr), or '' if it cannot run."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (done.stdout or done.stderr).strip()
+
+
+def save_results(
+    args: argparse.Namespace, runs: list[Run], summary: dict[str, object], skipped: dict[str, str]
+) -> Path:
+    """Write this run to bench/results/<UTC timestamp>.json."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS_DIR / f"{stamp}.json"
+    document = {
+        "timestamp": stamp,
+        "settings": {k: v for k, v in vars(args).items() if k != "keep_tmp"},
+        "machine": machine_info(),
+        "runs": [asdict(run) for run in runs],
+        "summary": summary,
+        "skipped": skipped,
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def start_target(
+    args: argparse.Namespace, name: str, workdir: Path, servers: list[Server]
+) -> Target:
+    """Start one target, wait until it answers 200, and check it is the process we started."""
+    print(f"starting {name} ...", flush=True)
+    target = STARTERS[name](args, workdir)
+    servers.append(target.server)
+    wait_ready(target)
+    verify_owner(target.server)
+    return target
+
+
+def bench_all(
+    args: argparse.Namespace, workdir: Path, servers: list[Server]
+) -> tuple[list[Run], dict[str, str]]:
+    """Start and measure each target in turn; a failing proxy is skipped, with the reason."""
+    script = workdir / "report.lua"
+    script.write_text(WRK_REPORT_LUA)
+    upstream = start_target(args, "upstream", workdir, servers)
+    runs, skipped = bench_target(args, upstream, upstream.server, script), {}
+    for name in (name for name in args.targets if name != "upstream"):
+        try:
+            target = start_target(args, name, workdir, servers)
+        except TargetUnavailable as exc:
+            print(f"  {name} SKIPPED: {exc}", flush=True)
+            skipped[name] = str(exc)
+            continue
+        runs += bench_target(args, target, upstream.server, script)
+    return runs, skipped
+
+
+@contextlib.contextmanager
+def workspace(keep: bool) -> Iterator[Path]:
+    """A temporary directory for configs, logs and the database."""
+    workdir = Path(tempfile.mkdtemp(prefix="tollway-bench-"))
+    try:
+        yield workdir
+    finally:
+        if keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> Path:
+    """The whole benchmark; always stops what it started."""
+    check_tools()
+    check_ports(needed_ports(args))
+    check_cpus(args)
+    previous = previous_results()
+    servers: list[Server] = []
+    with workspace(args.keep_tmp) as workdir:
+        try:
+            runs, skipped = bench_all(args, workdir, servers)
+        finally:
+            for server in reversed(servers):
+                stop_server(server)
+    summary = summarize(runs)
+    print_table(runs)
+    print_summary(summary, skipped)
+    print_previous(previous, summary)
+    path = save_results(args, runs, dict(summary), skipped)
+    print(f"\nresults: {path.relative_to(REPO_DIR)}")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: 0 on success, 1 on a bench error, 130 on Ctrl-C."""
+    args = parse_args(argv)
+    # Unwind on SIGTERM, and on SIGINT even when started with it ignored (`cmd &` in a script).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run(args)
+    except (BenchError, TargetUnavailable) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; servers stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
