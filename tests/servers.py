@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -27,12 +28,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: ASGIApp, *, lifespan: str = "auto") -> Iterator[str]:
-    """Run ``app`` under uvicorn in a thread; yield its base URL."""
+def serve_in_thread(app: ASGIApp, *, lifespan: str = "auto", http: Any = "auto") -> Iterator[str]:
+    """Run ``app`` under uvicorn in a thread; yield its base URL.
+
+    ``http`` is uvicorn's HTTP protocol: "auto", or a class such as Tollway's GatewayProtocol.
+    """
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
+        http=http,
         lifespan=lifespan,  # type: ignore[arg-type]
         access_log=False,
         log_level="warning",

@@ -49,6 +49,9 @@ def serve(settings: Settings, *, workers: int = 1, log_level: str = "info") -> N
         "log_level": log_level,
         "log_config": None,
         "timeout_graceful_shutdown": 30,
+        # API calls to HTTP backends take the callback fast path (tollway.gateway.fastpath);
+        # everything else is served through the same app over uvicorn's ASGI path.
+        "http": "tollway.gateway.fastpath:GatewayProtocol" if settings.fast_path else "auto",
     }
     if workers > 1:
         # Each worker process builds its own gateway from the same TOLLWAY_* settings.

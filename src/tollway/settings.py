@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         100_000, gt=0, description="Most usage rows held in memory while the store is down."
     )
     access_log: bool = Field(False, description="Log one line per request (costs CPU).")
+    fast_path: bool = Field(
+        True,
+        description="Proxy API calls to HTTP backends with the callback fast path "
+        "(false: every request goes through uvicorn's ASGI path; same behaviour, more CPU).",
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import socket
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -13,12 +14,16 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from tollway.gateway.app import create_gateway
+from tollway.db.session import session_factory, transaction
+from tollway.gateway.app import Gateway, create_gateway
+from tollway.gateway.fastpath import GatewayProtocol
 from tollway.samples.echo import app as echo_app
+from tollway.services import subscriptions, users
 from tollway.settings import Settings
 
 from ..servers import free_port, serve_in_thread
 from .conftest import SECRET, apply
+from .test_usage import usage_rows
 
 MB = 1024 * 1024
 
@@ -41,17 +46,31 @@ def socket_config(upstream: str, **backend: Any) -> dict[str, Any]:
             "open": {"path": "/open", "backend": "echo", "subscription_required": False},
             "based": {"path": "/based", "backend": "based", "subscription_required": False},
             "dead": {"path": "/dead", "backend": "dead", "subscription_required": False},
+            "locked": {"path": "/locked", "backend": "echo"},  # in no product
         },
         "products": {"starter": {"apis": ["echo"]}},
     }
 
 
+PROTOCOLS = {"asgi": "auto", "fast": GatewayProtocol}
+
+
+@pytest.fixture(params=sorted(PROTOCOLS))
+def protocol(request: pytest.FixtureRequest) -> str:
+    """Every socket test runs against uvicorn's plain ASGI path and Tollway's fast path."""
+    return str(request.param)
+
+
 @pytest.fixture
-def gateway_url(sqlite_engine: Engine, sqlite_url: str, upstream: str) -> Iterator[str]:
+def gateway(sqlite_engine: Engine, sqlite_url: str, upstream: str) -> Gateway:
     apply(sqlite_engine, socket_config(upstream))
     settings = Settings(database_url=sqlite_url, secret_key=SECRET)  # type: ignore[arg-type]
-    gateway = create_gateway(settings, engine=sqlite_engine)
-    with serve_in_thread(gateway, lifespan="on") as base:
+    return create_gateway(settings, engine=sqlite_engine)
+
+
+@pytest.fixture
+def gateway_url(gateway: Gateway, protocol: str) -> Iterator[str]:
+    with serve_in_thread(gateway, lifespan="on", http=PROTOCOLS[protocol]) as base:
         yield base
 
 
@@ -191,3 +210,110 @@ def test_post_with_json_body(gateway_url: str) -> None:
     response = httpx.post(f"{gateway_url}/open/items", json={"a": 1})
     seen = response.json()
     assert seen["method"] == "POST" and seen["body_size"] == len(b'{"a":1}')
+
+
+def raw_exchange(base: str, payload: bytes, *, until: bytes, timeout: float = 10) -> bytes:
+    """Write ``payload`` on one raw connection and read until ``until`` has arrived."""
+    parts = urlsplit(base)
+    with socket.create_connection((parts.hostname or "", parts.port or 80), timeout=timeout) as s:
+        s.sendall(payload)
+        received = b""
+        while until not in received:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+def test_keys_are_checked_and_stripped_and_calls_counted(
+    sqlite_engine: Engine, sqlite_url: str, upstream: str, protocol: str
+) -> None:
+    apply(sqlite_engine, socket_config(upstream))
+    sessions = session_factory(sqlite_engine)
+    with transaction(sessions) as session:
+        user = users.create_user(session, "dev@example.com")
+        keys = subscriptions.create_subscription(
+            session, user, subscriptions.get_product(session, "starter")
+        )
+        sid = keys.subscription.id
+    settings = Settings(database_url=sqlite_url, secret_key=SECRET)  # type: ignore[arg-type]
+    gateway = create_gateway(settings, engine=sqlite_engine)
+    with (
+        serve_in_thread(gateway, lifespan="on", http=PROTOCOLS[protocol]) as base,
+        httpx.Client(base_url=base) as client,
+    ):
+        missing = client.get("/echo/x")
+        wrong = client.get("/echo/x", headers={"X-API-Key": "tw_" + "0" * 46})
+        by_header = client.get("/echo/x?a=1", headers={"X-API-Key": keys.primary})
+        by_query = client.get(f"/echo/y?subscription-key={keys.secondary}&b=2")
+        forbidden = client.get("/locked/x", headers={"X-API-Key": keys.primary})
+    assert (missing.status_code, wrong.status_code) == (401, 401)
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.json()["type"] == "/-/problems/missing-key"
+    assert wrong.json()["type"] == "/-/problems/invalid-key"
+    assert by_header.status_code == 200 and by_query.status_code == 200
+    header_seen = by_header.json()
+    assert "x-api-key" not in dict(header_seen["headers"])  # the backend never sees the key
+    assert header_seen["query"] == "a=1"
+    assert by_query.json()["query"] == "b=2"
+    assert forbidden.status_code == 403
+    # Stopping the server flushed the usage buffer to the store.
+    rows = usage_rows(sqlite_engine)
+    assert rows[(sid, "echo", 2)][0] == 2
+    assert rows[(0, "echo", 4)][0] == 2
+
+
+def test_pipelined_requests_are_answered_in_order(gateway_url: str) -> None:
+    host = urlsplit(gateway_url).netloc
+    requests = b"".join(
+        f"GET /open/{name} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() for name in ("a", "b", "c")
+    )
+    received = raw_exchange(gateway_url, requests, until=b'"/c"')
+    assert received.count(b"HTTP/1.1 200") == 3
+    assert received.index(b'"/a"') < received.index(b'"/b"') < received.index(b'"/c"')
+
+
+def test_expect_continue_is_honoured(gateway_url: str) -> None:
+    parts = urlsplit(gateway_url)
+    head = (
+        f"POST /open/upload HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Length: 5\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    ).encode()
+    with socket.create_connection((parts.hostname or "", parts.port or 80), timeout=10) as s:
+        s.sendall(head)
+        interim = s.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(b"hello")
+        received = b""
+        while b"body_size" not in received:
+            chunk = s.recv(65536)
+            assert chunk, "connection closed before the response"
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200") or b"HTTP/1.1 200" in received
+    assert b'"body_size": 5' in received
+
+
+def test_refused_expect_continue_gets_the_problem_not_a_continue(gateway_url: str) -> None:
+    head = (
+        f"POST /echo/upload HTTP/1.1\r\nHost: {urlsplit(gateway_url).netloc}\r\n"
+        "Content-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    received = raw_exchange(gateway_url, head, until=b"}")
+    assert received.startswith(b"HTTP/1.1 401")
+    assert b"100 Continue" not in received
+
+
+def test_client_leaving_mid_response_does_not_disturb_the_gateway(gateway_url: str) -> None:
+    with httpx.stream("GET", f"{gateway_url}/open/stream?size={64 * MB}", timeout=30) as down:
+        first = next(down.iter_raw())
+        assert first
+    # The client hung up after one chunk; the gateway drops that backend connection and goes on.
+    with httpx.Client(base_url=gateway_url) as client:
+        assert all(client.get(f"/open/after{n}").status_code == 200 for n in range(5))
+
+
+def test_gateway_pages_are_served_beside_the_api(gateway_url: str) -> None:
+    assert httpx.get(f"{gateway_url}/-/health").status_code == 200
+    assert httpx.get(f"{gateway_url}/nowhere").status_code == 404
+    assert httpx.get(f"{gateway_url}/docs").status_code == 200

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from typing import Any
 
 import httptools
@@ -126,6 +127,45 @@ class GatewayProtocol(HttpToolsProtocol):
             cycle.client_writable(True)
 
 
+class TimeoutWatch:
+    """Backend read timeouts for one loop's in-flight exchanges: one periodic sweep, no timer
+    per request (a timer costs more than the rest of the bookkeeping together)."""
+
+    TICK = 0.1
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimeoutWatch] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.exchanges: set[FastExchange] = set()
+        self.handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> TimeoutWatch:
+        watch = cls._by_loop.get(loop)
+        if watch is None:
+            watch = cls._by_loop[loop] = cls(loop)
+        return watch
+
+    def add(self, exchange: FastExchange) -> None:
+        self.exchanges.add(exchange)
+        if self.handle is None:
+            self.handle = self.loop.call_later(self.TICK, self.sweep)
+
+    def discard(self, exchange: FastExchange) -> None:
+        self.exchanges.discard(exchange)
+
+    def sweep(self) -> None:
+        self.handle = None
+        now = self.loop.time()
+        for exchange in list(self.exchanges):
+            if not exchange.check_timeout(now):
+                self.exchanges.discard(exchange)
+        if self.exchanges:
+            self.handle = self.loop.call_later(self.TICK, self.sweep)
+
+
 class FastExchange:
     """One proxied request/response, driven entirely by parser callbacks on both sides."""
 
@@ -143,6 +183,7 @@ class FastExchange:
         "message_event",
         "method",
         "pending",
+        "reply_head",
         "request_finished",
         "response_complete",
         "response_started",
@@ -152,8 +193,8 @@ class FastExchange:
         "started",
         "status",
         "subscription_id",
-        "timer",
         "upstream",
+        "watch",
     )
 
     def __init__(self, client: GatewayProtocol, route: Route) -> None:
@@ -178,9 +219,10 @@ class FastExchange:
         self.framing = BodyFraming.NONE
         self.request_finished = False
         self.pending: list[bytes] = []
-        self.head = b""
+        self.head = b""  # the request head, kept for a retry on a stale pooled connection
+        self.reply_head = b""  # the response head, held back to go out with the first body bytes
         self.retried = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.watch: TimeoutWatch | None = None
         self.sent_at = 0.0
 
     # request side ---------------------------------------------------------------------------
@@ -240,7 +282,9 @@ class FastExchange:
             transport.write(self.head)
         loop = connection.loop
         self.sent_at = loop.time()
-        self.timer = loop.call_later(self.backend.origin.read_timeout, self._check_timeout)
+        if self.watch is None:
+            self.watch = TimeoutWatch.of(loop)
+            self.watch.add(self)
 
     def request_body(self, body: bytes) -> None:
         if self.response_complete or not body:
@@ -279,7 +323,8 @@ class FastExchange:
         if not self.keep_alive:
             out.append(b"connection: close\r\n")
         out.append(b"\r\n")
-        self.client.transport.write(b"".join(out))
+        # Held back and written with the first body bytes: one write for a small response.
+        self.reply_head = b"".join(out)
         self.response_started = True
         if head_only and self.upstream is not None:
             # No body follows a HEAD response; httptools cannot be told, so do not reuse.
@@ -292,15 +337,18 @@ class FastExchange:
             return
         self.bytes_out += len(data)
         if self.chunked:
-            self.client.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            self.client.transport.write(data)
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        if self.reply_head:
+            data, self.reply_head = self.reply_head + data, b""
+        self.client.transport.write(data)
 
     def upstream_complete(self) -> None:
         if self.response_complete:
             return
-        if self.chunked:
-            self.client.transport.write(b"0\r\n\r\n")
+        tail = b"0\r\n\r\n" if self.chunked else b""
+        if self.reply_head or tail:
+            self.client.transport.write(self.reply_head + tail)
+            self.reply_head = b""
         connection, self.upstream = self.upstream, None
         if connection is not None:
             connection.sink = None
@@ -323,6 +371,9 @@ class FastExchange:
         if not self.response_started:
             self.fail_before_response(error)
             return
+        if self.reply_head:  # the head was held back: send it, the body is what got cut short
+            self.client.transport.write(self.reply_head)
+            self.reply_head = b""
         logger.warning("api %s: response cut short: %s", self.route.name, error)
         self.keep_alive = False
         self.client.transport.close()
@@ -373,24 +424,24 @@ class FastExchange:
         self.response_started = True
         self.finish(problem.status)
 
-    def _check_timeout(self) -> None:
-        self.timer = None
+    def check_timeout(self, now: float) -> bool:
+        """Fail the exchange if the backend has been silent too long; False once it is over."""
         connection = self.upstream
-        if connection is None or self.response_complete:
-            return
-        loop = connection.loop
+        if self.response_complete:
+            return False
+        if connection is None:
+            return True  # connecting: the connect timeout applies
         timeout = self.backend.origin.read_timeout
-        idle = loop.time() - max(connection.last_activity, self.sent_at)
-        if idle < timeout or self.client.flow.write_paused:
-            # Data came recently, or we are the ones holding the backend back (slow client).
-            self.timer = loop.call_later(max(timeout - idle, 0.05), self._check_timeout)
-            return
-        connection._fail(UpstreamTimeout(f"the backend sent nothing for {timeout}s"))
+        idle = now - max(connection.last_activity, self.sent_at)
+        if idle >= timeout and not self.client.flow.write_paused:
+            # (A paused client means we are the ones holding the backend back.)
+            connection._fail(UpstreamTimeout(f"the backend sent nothing for {timeout}s"))
+        return not self.response_complete
 
     def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.watch is not None:
+            self.watch.discard(self)
+            self.watch = None
 
     def client_gone(self) -> None:
         connection, self.upstream = self.upstream, None
