@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,7 +14,6 @@ from tollway.config.loader import ConfigError, load_config
 from tollway.crypto import SecretBox
 from tollway.db.models import ChangeLog, NamedValue, Product, ProductApi, Subscription
 from tollway.db.session import transaction
-from tollway.policies.registry import POLICY_MODELS
 from tollway.services.subscriptions import create_subscription
 from tollway.services.users import create_user
 
@@ -41,17 +39,6 @@ products:
     apis: [names]
 """
 ENV = {"FUNCTION_APP_KEY": "fak-123-very-secret"}
-
-
-class RateLimit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    calls: int = Field(gt=0)
-    period: int = 60
-
-
-@pytest.fixture
-def rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(POLICY_MODELS, "rate-limit", RateLimit)
 
 
 def apply(
@@ -291,9 +278,7 @@ policies: [{type: rate-limit, calls: 5000}]
 
 
 @pytest.mark.parametrize("prune", [False, True])
-def test_export_then_apply_gives_no_changes(
-    sessions: sessionmaker[Session], rate_limit: None, prune: bool
-) -> None:
+def test_export_then_apply_gives_no_changes(sessions: sessionmaker[Session], prune: bool) -> None:
     apply(sessions, FULL)
     yaml_text = exported(sessions)
     assert apply(sessions, yaml_text, env={}, prune=prune) == ["no changes"]
@@ -303,21 +288,17 @@ def test_export_then_apply_gives_no_changes(
     assert "fak-123" not in yaml_text
 
 
-def test_policies_round_trip_normalised(sessions: sessionmaker[Session], rate_limit: None) -> None:
+def test_policies_round_trip_normalised(sessions: sessionmaker[Session]) -> None:
     apply(sessions, FULL)
     with transaction(sessions) as session:
         config = export_config(session)
-    assert config.policies == [{"type": "rate-limit", "calls": 5000, "period": 60}]
-    assert config.apis["names"].operations[1].policies == [
-        {"type": "rate-limit", "calls": 2, "period": 60}
-    ]
+    assert config.policies == [{"type": "rate-limit", "calls": 5000}]
+    assert config.apis["names"].operations[1].policies == [{"type": "rate-limit", "calls": 2}]
     changed = FULL.replace("calls: 5000", "calls: 10")
     assert apply(sessions, changed) == ["~ update global policies"]
 
 
-def test_omitted_global_policies_are_kept_unless_pruning(
-    sessions: sessionmaker[Session], rate_limit: None
-) -> None:
+def test_omitted_global_policies_are_kept_unless_pruning(sessions: sessionmaker[Session]) -> None:
     apply(sessions, FULL)
     without = FULL.replace("policies: [{type: rate-limit, calls: 5000}]\n", "")
     assert apply(sessions, without) == ["no changes"]

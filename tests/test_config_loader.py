@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
 
 from tollway.config.loader import ConfigError, load_config, load_config_file
-from tollway.policies.registry import POLICY_MODELS
 
 NAMES = """
 backends:
@@ -19,17 +17,6 @@ apis:
     path: /names
     backend: names
 """
-
-
-class RateLimit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    calls: int = Field(gt=0)
-    period: int = 60
-
-
-@pytest.fixture
-def rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(POLICY_MODELS, "rate-limit", RateLimit)
 
 
 def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
@@ -198,23 +185,35 @@ def test_the_top_level_must_be_a_mapping() -> None:
     ]
 
 
-def test_policy_problems_name_the_entry_and_option(rate_limit: None) -> None:
+def test_policy_problems_name_the_entry_and_option() -> None:
     text = NAMES + (
         "    policies:\n"
         "      - {type: rate-limit, calls: 10}\n"
         "      - {type: rate-limit, calss: 10}\n"
         "      - {type: rate-limt}\n"
+        "      - {type: rate-limit, period: 20/90s, key: nobody}\n"
+        "      - {type: quota, calls: 100, period: fortnight}\n"
+        "      - {type: ip-filter, deny: [10.0.0.0/33]}\n"
     )
     assert problems(text) == [
-        "apis.names.policies[1].calls: required field is missing",
         "apis.names.policies[1].calss: unknown field (did you mean 'calls'?)",
-        "apis.names.policies[2]: unknown policy type 'rate-limt' (known types: rate-limit)",
+        "apis.names.policies[2]: unknown policy type 'rate-limt' (known types: cache, cors, "
+        "ip-filter, quota, rate-limit, request-size-limit, set-header, timeout, validate-jwt)",
+        "apis.names.policies[3].key: 'nobody' is not a counter key: use subscription, ip, user, "
+        "api or header:<name>",
+        "apis.names.policies[4].period: period 'fortnight': use day, week, month, year or seconds",
+        "apis.names.policies[5].deny: '10.0.0.0/33' is not an IP address or CIDR range "
+        "(e.g. 10.0.0.0/8)",
     ]
 
 
-def test_valid_policies_are_normalised(rate_limit: None) -> None:
+def test_valid_policies_are_normalised() -> None:
     config = load_config(NAMES + "policies: [{type: rate-limit, calls: '5'}]\n", source="t", env={})
-    assert config.policies == [{"type": "rate-limit", "calls": 5, "period": 60}]
+    assert config.policies == [{"type": "rate-limit", "calls": 5}]
+    config = load_config(
+        NAMES + "policies: [{type: rate-limit, period: 20/90s}]\n", source="t", env={}
+    )
+    assert config.policies == [{"type": "rate-limit", "calls": 20, "period": 90.0}]
 
 
 def test_load_config_file_reads_the_file_and_uses_the_given_environment(tmp_path: Path) -> None:

@@ -35,6 +35,14 @@ class Settings(BaseSettings):
         "memory://",
         description="Where counters and the cache live: memory:// (one process) or redis://...",
     )
+    limits_fail_closed: bool = Field(
+        False,
+        description="When Redis is unreachable, refuse limited calls with 503 instead of "
+        "letting them through (the default, fail-open, logs and counts the outage).",
+    )
+    cache_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Size bound of the in-memory response cache."
+    )
     host: str = Field("127.0.0.1", description="Address the gateway listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the gateway listens on.")
     trusted_proxies: Annotated[list[str], NoDecode] = Field(

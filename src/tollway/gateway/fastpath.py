@@ -28,6 +28,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from tollway.gateway import problems
 from tollway.gateway.app import Admission, Gateway, refusal
 from tollway.gateway.backends import HOP_BY_HOP, BodyFraming, HttpBackend, UpstreamRequest
+from tollway.gateway.policing import Pending, Preflight
 from tollway.gateway.routing import normalise_path
 from tollway.gateway.state import Route
 from tollway.gateway.upstream import (
@@ -36,6 +37,8 @@ from tollway.gateway.upstream import (
     UpstreamError,
     UpstreamTimeout,
 )
+from tollway.policies.base import Reject
+from tollway.types import Headers
 
 logger = logging.getLogger("tollway.gateway")
 
@@ -90,7 +93,7 @@ class GatewayProtocol(HttpToolsProtocol):
         if path is None:
             return None
         match = self.gateway.state.routes.match(path)
-        if match is None or not isinstance(match[0].backend, HttpBackend):
+        if match is None or not match[0].fast or not isinstance(match[0].backend, HttpBackend):
             return None
         return match[0], match[1], url.query or b""
 
@@ -183,6 +186,8 @@ class FastExchange:
         "message_event",
         "method",
         "pending",
+        "pending_policy",
+        "read_timeout",
         "reply_head",
         "request_finished",
         "response_complete",
@@ -224,6 +229,8 @@ class FastExchange:
         self.retried = False
         self.watch: TimeoutWatch | None = None
         self.sent_at = 0.0
+        self.pending_policy: Pending | None = None
+        self.read_timeout = self.backend.origin.read_timeout
 
     # request side ---------------------------------------------------------------------------
     def start(self, rest: bytes, query: bytes) -> None:
@@ -232,12 +239,41 @@ class FastExchange:
         outcome = self.gateway.admit(
             self.route, self.method, rest, client.headers, query, peer, client.scheme or "http"
         )
+        if isinstance(outcome, Preflight):
+            self.respond(204, b"", outcome.headers)
+            return
         if not isinstance(outcome, Admission):
-            problem, self.subscription_id = refusal(outcome)
-            self.respond_problem(problem)
+            reject, self.subscription_id = refusal(outcome)
+            self.respond_reject(reject)
             return
         self.subscription_id = outcome.subscription_id
         self.framing = outcome.framing
+        pending = outcome.pending
+        if pending is not None:
+            self.pending_policy = pending
+            if pending.chain.timeout is not None:
+                self.read_timeout = pending.chain.timeout
+            if self.gateway.policing.needs_settling(pending):
+                self.client.flow.pause_reading()
+                task = asyncio.get_running_loop().create_task(self._settle(outcome, rest))
+                self.client.tasks.add(task)
+                task.add_done_callback(self.client.tasks.discard)
+                return
+        self.proceed(outcome, rest)
+
+    async def _settle(self, outcome: Admission, rest: bytes) -> None:
+        assert self.pending_policy is not None
+        refused = await self.gateway.policing.settle(self.pending_policy)
+        if self.response_complete:
+            return
+        self.client.flow.resume_reading()
+        if refused is not None:
+            self.respond_reject(refused)
+            return
+        self.proceed(outcome, rest)
+
+    def proceed(self, outcome: Admission, rest: bytes) -> None:
+        client = self.client
         request = UpstreamRequest(
             self.method, rest, outcome.query, outcome.headers, outcome.host, outcome.framing, {}
         )
@@ -308,6 +344,11 @@ class FastExchange:
     # response side (ResponseSink) ---------------------------------------------------------
     def upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
+        pending = self.pending_policy
+        if pending is not None:
+            for edit in pending.chain.header_edits:
+                headers = edit.edit_response(headers)
+            headers = headers + pending.response_headers
         out = [STATUS_LINE[status]]
         has_length = False
         for name, value in headers:
@@ -400,6 +441,17 @@ class FastExchange:
         self.respond_problem(problems.BACKEND_TIMEOUT if timeout else problems.BACKEND_UNREACHABLE)
 
     def respond_problem(self, problem: problems.ProblemType) -> None:
+        self.respond_reject(Reject(problem))
+
+    def respond_reject(self, reject: Reject) -> None:
+        status = reject.status or reject.problem.status
+        body = problems.problem_body(reject.problem, reject.detail, status=status, **reject.extra)
+        headers = [(b"content-type", problems.PROBLEM_CONTENT_TYPE), *reject.headers]
+        headers += self.gateway.refusal_headers(self.route, self.client.headers)
+        self.respond(status, body, headers)
+
+    def respond(self, status: int, body: bytes, headers: Headers) -> None:
+        """A complete response made by the gateway itself."""
         if self.response_complete:
             return
         client = self.client
@@ -407,14 +459,8 @@ class FastExchange:
             # The client is waiting for "100 Continue" before sending its body; it may or may
             # not send it now (RFC 9110 §10.1.1), so the connection cannot be reused safely.
             self.keep_alive = False
-        body = problems.problem_body(problem)
-        out = [
-            STATUS_LINE[problem.status],
-            b"content-type: application/problem+json\r\ncontent-length: ",
-            str(len(body)).encode(),
-            b"\r\n",
-        ]
-        for name, value in client.server_state.default_headers:
+        out = [STATUS_LINE[status], b"content-length: ", str(len(body)).encode(), b"\r\n"]
+        for name, value in [*headers, *client.server_state.default_headers]:
             out += (name, b": ", value, b"\r\n")
         if not self.keep_alive:
             out.append(b"connection: close\r\n")
@@ -422,7 +468,7 @@ class FastExchange:
         if not client.transport.is_closing():
             client.transport.write(b"".join(out))
         self.response_started = True
-        self.finish(problem.status)
+        self.finish(status)
 
     def check_timeout(self, now: float) -> bool:
         """Fail the exchange if the backend has been silent too long; False once it is over."""
@@ -431,7 +477,7 @@ class FastExchange:
             return False
         if connection is None:
             return True  # connecting: the connect timeout applies
-        timeout = self.backend.origin.read_timeout
+        timeout = self.read_timeout
         idle = now - max(connection.last_activity, self.sent_at)
         if idle >= timeout and not self.client.flow.write_paused:
             # (A paused client means we are the ones holding the backend back.)
@@ -455,6 +501,8 @@ class FastExchange:
         """Record the exchange and let uvicorn carry on (keep-alive, pipelined requests)."""
         self.response_complete = True
         self._cancel_timer()
+        if self.pending_policy is not None and self.pending_policy.chain.limiters:
+            self.gateway.policing.record_bytes(self.pending_policy, self.bytes_in + self.bytes_out)
         self.gateway.record_exchange(
             self.route,
             self.subscription_id,

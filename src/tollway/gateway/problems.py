@@ -80,6 +80,50 @@ NOT_READY = ProblemType(
     503,
     "The gateway has not loaded its configuration or cannot reach its store yet.",
 )
+IP_FORBIDDEN = ProblemType(
+    "ip-forbidden",
+    "Client address not allowed",
+    403,
+    "An ip-filter policy does not allow calls from your address.",
+)
+RATE_LIMITED = ProblemType(
+    "rate-limited",
+    "Too many requests",
+    429,
+    "A rate limit applies to these calls. Wait for the number of seconds in Retry-After; the "
+    "RateLimit headers show how much room is left.",
+)
+QUOTA_EXCEEDED = ProblemType(
+    "quota-exceeded",
+    "Quota exceeded",
+    429,
+    "The quota named in the response is used up for this period. It resets at the start of the "
+    "next period (Retry-After says when).",
+)
+INVALID_TOKEN = ProblemType(
+    "invalid-token",
+    "Invalid bearer token",
+    401,
+    "This API needs a valid JWT in 'Authorization: Bearer <token>' from its configured issuer.",
+)
+REQUEST_TOO_LARGE = ProblemType(
+    "request-too-large",
+    "Request body too large",
+    413,
+    "The request body is larger than this API accepts. Send a smaller body.",
+)
+CORS_FORBIDDEN = ProblemType(
+    "cors-forbidden",
+    "Cross-origin request not allowed",
+    403,
+    "The API's CORS policy does not allow this origin or method.",
+)
+LIMITS_UNAVAILABLE = ProblemType(
+    "limits-unavailable",
+    "Limits temporarily unavailable",
+    503,
+    "The shared store for rate limits is unreachable and the gateway is set to fail closed.",
+)
 
 ALL_PROBLEMS = {
     problem.slug: problem
@@ -93,6 +137,13 @@ ALL_PROBLEMS = {
         BACKEND_UNREACHABLE,
         BACKEND_TIMEOUT,
         NOT_READY,
+        IP_FORBIDDEN,
+        RATE_LIMITED,
+        QUOTA_EXCEEDED,
+        INVALID_TOKEN,
+        REQUEST_TOO_LARGE,
+        CORS_FORBIDDEN,
+        LIMITS_UNAVAILABLE,
     )
 }
 

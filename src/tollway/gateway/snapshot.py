@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tollway.config.apply import GLOBAL_POLICIES
 from tollway.db.models import (
     Api,
     Backend,
+    GatewaySetting,
     NamedValue,
+    Product,
     ProductApi,
     Subscription,
     SubscriptionState,
@@ -31,6 +35,8 @@ class ConfigData:
     named_values: dict[str, tuple[str, bool]]  # name -> (stored value, secret)
     product_apis: dict[int, frozenset[int]]
     products_of_api: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    product_policies: dict[int, tuple[str, list[Any]]] = field(default_factory=dict)  # id -> name
+    global_policies: list[Any] = field(default_factory=list)
 
 
 def load_config_data(session: Session) -> ConfigData:
@@ -42,8 +48,17 @@ def load_config_data(session: Session) -> ConfigData:
     for product_id, api_id in session.execute(select(ProductApi.product_id, ProductApi.api_id)):
         links[product_id].add(api_id)
         products_of[api_id].append(product_id)
+    product_policies = {
+        pid: (name, list(policies or []))
+        for pid, name, policies in session.execute(
+            select(Product.id, Product.name, Product.policies)
+        )
+    }
+    setting = session.get(GatewaySetting, GLOBAL_POLICIES)
     session.expunge_all()
     return ConfigData(
+        product_policies=product_policies,
+        global_policies=list(setting.value or []) if setting else [],
         apis=apis,
         backends=backends,
         named_values=named,

@@ -6,6 +6,7 @@ definition is unchanged, so keep-alive pools survive unrelated config changes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from tollway.gateway.backends import AppBackend, BackendTarget, HttpBackend
 from tollway.gateway.keyindex import KeyIndex
 from tollway.gateway.routing import OperationTable, RouteTable, compile_operation
 from tollway.gateway.snapshot import ConfigData
+from tollway.policies.chain import EMPTY_POLICIES, PolicySet, build_scope
 from tollway.types import Headers
 
 logger = logging.getLogger("tollway.gateway")
@@ -43,6 +45,7 @@ class Route:
     openapi: str | None
     published: bool
     product_ids: tuple[int, ...]
+    fast: bool = True  # every policy chain of this API can run on the callback fast path
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,10 @@ class GatewayState:
     routes: RouteTable[Route]
     keys: KeyIndex
     backends: dict[tuple[Any, ...], BackendTarget] = field(default_factory=dict)
+    policies: PolicySet = EMPTY_POLICIES
 
     def with_keys(self, keys: KeyIndex) -> GatewayState:
-        return GatewayState(self.routes, keys, self.backends)
+        return GatewayState(self.routes, keys, self.backends, self.policies)
 
     def apis(self) -> list[Route]:
         return sorted(self.routes.routes.values(), key=lambda route: route.prefix)
@@ -112,10 +116,38 @@ def compile_state(
         target = old.get(key) or backends.get(key) or _make_backend(backend, headers)
         backends[key] = target
         by_id[backend.id] = target
+    policies = _build_policies(config, values)
     routes: RouteTable[Route] = RouteTable()
     for api in config.apis:
-        routes.add(api.path, _route(api, by_id[api.backend_id], config))
-    return GatewayState(routes, keys, backends)
+        route = _route(api, by_id[api.backend_id], config)
+        fast = policies.fast_capable(api.id, route.product_ids)
+        routes.add(api.path, dataclasses.replace(route, fast=fast))
+    return GatewayState(routes, keys, backends, policies)
+
+
+def _build_policies(config: ConfigData, values: dict[str, str]) -> PolicySet:
+    secrets = frozenset(name for name, (_, secret) in config.named_values.items() if secret)
+
+    def build(entries: list[Any], scope: str) -> list[Any]:
+        return build_scope(entries, scope, values, secrets)
+
+    operations = {}
+    for api in config.apis:
+        for op in api.operations or ():
+            if op.get("policies"):
+                key = (str(op["method"]), str(op["path"]))
+                scope = f"operation:{api.name} {key[0]} {key[1]}"
+                operations[(api.id, key)] = build(op["policies"], scope)
+    return PolicySet(
+        global_=build(config.global_policies, "global"),
+        products={
+            pid: build(entries, f"product:{name}")
+            for pid, (name, entries) in config.product_policies.items()
+            if entries
+        },
+        apis={api.id: build(api.policies or [], f"api:{api.name}") for api in config.apis},
+        operations=operations,
+    )
 
 
 def _route(api: Api, backend: BackendTarget, config: ConfigData) -> Route:

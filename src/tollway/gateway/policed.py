@@ -1,0 +1,189 @@
+"""The ASGI path's forwarding when a policy chain applies: response edits, cache, timeout,
+streamed size limit and byte quotas around :meth:`Gateway._forward`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from tollway.gateway import problems
+from tollway.gateway.backends import UpstreamRequest
+from tollway.gateway.policing import Pending, Preflight
+from tollway.gateway.state import Route
+from tollway.policies.cache import storable
+from tollway.stores.base import CachedResponse, StoreUnavailable
+from tollway.types import Headers, Message, Receive, Send
+
+if TYPE_CHECKING:
+    from tollway.gateway.app import Gateway
+
+
+async def send_preflight(send: Send, preflight: Preflight) -> None:
+    headers = [(b"content-length", b"0"), *preflight.headers]
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class PolicedExchange:
+    """One request through a policy chain on the ASGI path."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        route: Route,
+        request: UpstreamRequest,
+        subscription_id: int,
+        pending: Pending,
+        started: float,
+    ) -> None:
+        self.gateway = gateway
+        self.route = route
+        self.request = request
+        self.subscription_id = subscription_id
+        self.pending = pending
+        self.chain = pending.chain
+        self.started = started
+        self.response_started = False
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        send = self._editing(send)
+        cache = self.chain.cache
+        key = cache.key(self.pending.ctx, self.request.query) if cache else None
+        if key is not None:
+            if await self._serve_cached(key, send):
+                return
+            send = self._capturing(key, send)
+        if self.chain.max_body is not None:
+            receive = self._limited(receive)
+        try:
+            if self.chain.timeout is None:
+                _, bytes_in, bytes_out = await self._forward(receive, send)
+            else:
+                async with asyncio.timeout(self.chain.timeout):
+                    _, bytes_in, bytes_out = await self._forward(receive, send)
+        except TimeoutError:
+            if not self.response_started:
+                await problems.send_problem(send, problems.BACKEND_TIMEOUT)
+            self._record(504, 0, 0)
+            return
+        except BodyTooLarge:
+            if not self.response_started:
+                await problems.send_problem(send, problems.REQUEST_TOO_LARGE)
+            self._record(413, 0, 0)
+            return
+        self.gateway.policing.record_bytes(self.pending, bytes_in + bytes_out)
+
+    async def _forward(self, receive: Receive, send: Send) -> tuple[int, int, int]:
+        return await self.gateway._forward(
+            self.route, self.request, self.subscription_id, receive, send, self.started
+        )
+
+    def _record(self, status: int, bytes_in: int, bytes_out: int) -> None:
+        client = self.request.scope.get("client")
+        self.gateway.record_exchange(
+            self.route,
+            self.subscription_id,
+            status,
+            bytes_in,
+            bytes_out,
+            self.started,
+            self.request.method,
+            client,
+        )
+
+    def _editing(self, send: Send) -> Send:
+        extra = self.pending.response_headers
+        edits = self.chain.header_edits
+
+        async def edited(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.response_started = True
+                headers: Headers = list(message.get("headers", []))
+                for edit in edits:
+                    headers = edit.edit_response(headers)
+                message = {**message, "headers": headers + extra}
+            await send(message)
+
+        return edited
+
+    def _limited(self, receive: Receive) -> Receive:
+        limit = self.chain.max_body or 0
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge
+            return message
+
+        return limited
+
+    async def _serve_cached(self, key: str, send: Send) -> bool:
+        try:
+            hit = await self.gateway.cache_store.get(key)
+        except StoreUnavailable:
+            return False
+        if hit is None:
+            return False
+        age = max(0, int(time.time() - hit.stored_at))
+        headers = [
+            *hit.headers,
+            (b"content-length", str(len(hit.body)).encode()),
+            (b"age", str(age).encode()),
+            (b"x-cache", b"HIT"),
+        ]
+        body = b"" if self.request.method == "HEAD" else hit.body
+        await send({"type": "http.response.start", "status": hit.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self._record(hit.status, 0, len(body))
+        return True
+
+    def _capturing(self, key: str, send: Send) -> Send:
+        cache = self.chain.cache
+        assert cache is not None
+        state: dict[str, object] = {"status": 0, "headers": [], "ok": False}
+        parts: list[bytes] = []
+        size = 0
+
+        async def capture(message: Message) -> None:
+            nonlocal size
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                state["ok"] = storable(message["status"], headers)
+                state["status"], state["headers"] = message["status"], headers
+                message = {**message, "headers": [*headers, (b"x-cache", b"MISS")]}
+            elif message["type"] == "http.response.body" and state["ok"]:
+                size += len(message.get("body", b""))
+                if size > cache.max_entry_bytes:
+                    state["ok"] = False
+                    parts.clear()
+                else:
+                    parts.append(message.get("body", b""))
+                if not message.get("more_body", False) and state["ok"]:
+                    await self._store(key, state, b"".join(parts))
+            await send(message)
+
+        return capture
+
+    async def _store(self, key: str, state: dict[str, object], body: bytes) -> None:
+        cache = self.chain.cache
+        assert cache is not None
+        headers = [
+            (n, v)
+            for n, v in state["headers"]  # type: ignore[attr-defined]
+            if n not in (b"content-length", b"transfer-encoding", b"x-cache", b"age")
+        ]
+        status = state["status"]
+        assert isinstance(status, int)
+        entry = CachedResponse(status, headers, body, time.time())
+        try:
+            await self.gateway.cache_store.put(key, entry, cache.ttl)
+        except StoreUnavailable:
+            return

@@ -1,0 +1,194 @@
+"""Counters and cache in Redis, shared by every gateway process and machine.
+
+All of a request's limits are checked and charged by one Lua script (one round trip, atomic).
+When Redis cannot be reached the store raises :class:`StoreUnavailable` at once and, for the
+next second, without trying again (so a dead Redis does not add a timeout to every request);
+redis-py reconnects by itself when Redis is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tollway.stores.base import (
+    CachedResponse,
+    LimitCheck,
+    LimitState,
+    StoreUnavailable,
+    evaluate,
+)
+
+logger = logging.getLogger("tollway.stores")
+
+BACKOFF = 1.0  # seconds without trying after a failure
+
+# KEYS: per check, the current then the previous window's counter.
+# ARGV: per check, limit, sliding (1/0), weight of the previous window, cost, ttl.
+# Returns 1/0 (all allowed), then per check the current and previous counts after charging.
+CHECK_SCRIPT = """
+local n = #ARGV / 5
+local counts = {}
+local ok = 1
+for i = 1, n do
+  local b = (i - 1) * 5
+  local limit = tonumber(ARGV[b + 1])
+  local weight = tonumber(ARGV[b + 3])
+  local cost = tonumber(ARGV[b + 4])
+  local current = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  local previous = 0
+  if ARGV[b + 2] == '1' then
+    previous = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  end
+  counts[2 * i - 1] = current
+  counts[2 * i] = previous
+  if previous * weight + current + cost > limit then
+    ok = 0
+  end
+end
+if ok == 1 then
+  for i = 1, n do
+    local b = (i - 1) * 5
+    local cost = tonumber(ARGV[b + 4])
+    if cost > 0 then
+      counts[2 * i - 1] = redis.call('INCRBY', KEYS[2 * i - 1], cost)
+      redis.call('EXPIRE', KEYS[2 * i - 1], tonumber(ARGV[b + 5]))
+    end
+  end
+end
+table.insert(counts, 1, ok)
+return counts
+"""
+
+
+def connect(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=10
+    )
+
+
+class _Breaker:
+    """Fail fast for a moment after a failure, and log the outage once, not per request."""
+
+    def __init__(self) -> None:
+        self.open_until = 0.0
+        self.failures = 0
+        self.down = False
+
+    def guard(self) -> None:
+        if self.open_until and time.monotonic() < self.open_until:
+            raise StoreUnavailable("redis unavailable (retrying shortly)")
+
+    def failed(self, exc: Exception) -> StoreUnavailable:
+        self.failures += 1
+        self.open_until = time.monotonic() + BACKOFF
+        if not self.down:
+            self.down = True
+            logger.warning("redis unreachable: %s", type(exc).__name__)
+        return StoreUnavailable(f"redis unavailable: {type(exc).__name__}")
+
+    def ok(self) -> None:
+        if self.down:
+            self.down = False
+            logger.warning("redis reachable again after %d failed calls", self.failures)
+        self.open_until = 0.0
+
+
+class RedisCounterStore:
+    is_shared = True
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.script = client.register_script(CHECK_SCRIPT)
+        self.breaker = _Breaker()
+
+    def check_now(self, checks: Sequence[LimitCheck]) -> None:
+        return None  # always a round trip
+
+    async def check(self, checks: Sequence[LimitCheck]) -> tuple[bool, list[LimitState]]:
+        keys: list[str] = []
+        args: list[float | int] = []
+        for check in checks:
+            keys += (check.slot(check.index), check.slot(check.index - 1))
+            weight = max(0.0, 1.0 - check.elapsed / check.window) if check.sliding else 0.0
+            args += (check.limit, 1 if check.sliding else 0, weight, check.cost, check.ttl)
+        self.breaker.guard()
+        try:
+            reply = await self.script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise self.breaker.failed(exc) from None
+        self.breaker.ok()
+        allowed = bool(reply[0])
+        states = [
+            evaluate(check, int(reply[1 + 2 * i]), int(reply[2 + 2 * i]))
+            for i, check in enumerate(checks)
+        ]
+        return allowed, states
+
+    async def add(self, key: str, index: int, amount: int, ttl: int) -> None:
+        self.breaker.guard()
+        slot = f"{key}:{index}"
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.incrby(slot, amount)
+                pipe.expire(slot, ttl)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self.breaker.failed(exc) from None
+        self.breaker.ok()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class RedisCacheStore:
+    """Cached responses as Redis strings with a TTL (Redis' own maxmemory policy bounds them)."""
+
+    PREFIX = "tollway:cache:"
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.breaker = _Breaker()
+
+    async def get(self, key: str) -> CachedResponse | None:
+        self.breaker.guard()
+        try:
+            raw = await self.client.get(self.PREFIX + key)
+        except (RedisError, OSError) as exc:
+            raise self.breaker.failed(exc) from None
+        self.breaker.ok()
+        if raw is None:
+            return None
+        status, headers, body, stored_at = _decode(raw if isinstance(raw, bytes) else raw.encode())
+        return CachedResponse(status, headers, body, stored_at)
+
+    async def put(self, key: str, response: CachedResponse, ttl: float) -> None:
+        self.breaker.guard()
+        raw = _encode(response)
+        try:
+            await self.client.set(self.PREFIX + key, raw, px=max(1, int(ttl * 1000)))
+        except (RedisError, OSError) as exc:
+            raise self.breaker.failed(exc) from None
+        self.breaker.ok()
+
+
+def _encode(response: CachedResponse) -> bytes:
+    """A JSON head line, then the body (no pickle: Redis contents must not be code)."""
+    head = {
+        "status": response.status,
+        "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in response.headers],
+        "stored_at": response.stored_at,
+    }
+    return json.dumps(head).encode() + b"\n" + response.body
+
+
+def _decode(raw: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes, float]:
+    line, _, body = raw.partition(b"\n")
+    head = json.loads(line)
+    headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in head["headers"]]
+    return int(head["status"]), headers, body, float(head["stored_at"])
