@@ -23,6 +23,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -146,6 +147,19 @@ class User(Timestamped, Base):
     password_hash: Mapped[str | None] = mapped_column(String(500))
     role: Mapped[str] = mapped_column(String(20), default=UserRole.developer)
     state: Mapped[str] = mapped_column(String(20), default=UserState.active)
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class UserIdentity(Base):
+    """A sign-in identity at an OpenID Connect provider (``iss`` + ``sub``) linked to a user."""
+
+    __tablename__ = "user_identities"
+    __table_args__ = (UniqueConstraint("provider", "subject"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class SubscriptionState(enum.StrEnum):

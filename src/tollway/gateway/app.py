@@ -30,6 +30,7 @@ from tollway.gateway.routing import normalise_path
 from tollway.gateway.state import EMPTY_STATE, GatewayState, Route, retired_backends
 from tollway.gateway.upstream import UpstreamError, UpstreamTimeout
 from tollway.gateway.usage import UsageBuffer, write_usage
+from tollway.portal import create_portal
 from tollway.settings import Settings
 from tollway.types import ASGIApp, Headers, Message, Receive, Scope, Send
 
@@ -410,4 +411,5 @@ def create_gateway(settings: Settings, *, engine: Engine | None = None) -> Gatew
     gateway = Gateway(settings, engine=engine)
     gateway.mount("/docs", create_docs_app(lambda: gateway.state))
     gateway.mount("/-", create_internal_app(lambda: readiness(gateway)))
+    gateway.mount("/portal", create_portal(settings, gateway.sessions))
     return gateway

@@ -110,3 +110,32 @@ def set_subscription_state(
     subscription.state = state
     session.flush()
     record_change(session, ChangeKind.subscription, subscription.id)
+
+
+def subscriptions_of(session: Session, user: User) -> list[Subscription]:
+    """A user's subscriptions, newest first (cancelled and rejected ones included)."""
+    return list(
+        session.scalars(
+            select(Subscription)
+            .where(Subscription.user_id == user.id)
+            .order_by(Subscription.id.desc())
+        )
+    )
+
+
+def list_subscriptions(
+    session: Session, state: SubscriptionState | None = None
+) -> list[Subscription]:
+    """All subscriptions, optionally only those in ``state``, oldest first."""
+    query = select(Subscription).order_by(Subscription.id)
+    if state is not None:
+        query = query.where(Subscription.state == state)
+    return list(session.scalars(query))
+
+
+def owned_subscription(session: Session, user: User, subscription_id: int) -> Subscription:
+    """The user's own subscription; someone else's is reported as missing, not forbidden."""
+    subscription = session.get(Subscription, subscription_id)
+    if subscription is None or subscription.user_id != user.id:
+        raise NotFound(f"no subscription with id {subscription_id}")
+    return subscription

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from tollway.db.models import ChangeKind, User, UserRole, UserState
 from tollway.errors import NotFound, UserError
 from tollway.services.changes import record_change
+from tollway.services.passwords import check_strength, hash_password, verify_password
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -57,3 +58,40 @@ def set_user_state(session: Session, user: User, state: UserState) -> None:
     user.state = state
     session.flush()
     record_change(session, ChangeKind.user, user.id)
+
+
+def register(session: Session, email: str, password: str, *, name: str = "") -> User | None:
+    """Sign up a developer with a password; None when the e-mail is already taken.
+
+    The caller must answer both outcomes the same way (no user enumeration), so the password
+    is hashed even when the account exists, to keep the timing alike.
+    """
+    email = normalise_email(email)
+    check_strength(password, email)
+    password_hash = hash_password(password)
+    if find_user(session, email) is not None:
+        return None
+    return create_user(session, email, name=name.strip()[:200], password_hash=password_hash)
+
+
+def authenticate(session: Session, email: str, password: str) -> User | None:
+    """The active user with this e-mail and password, else None (same work either way)."""
+    try:
+        user = find_user(session, email)
+    except UserError:
+        user = None
+    ok = verify_password(password, user.password_hash if user else None)
+    if user is None or not ok or user.state != UserState.active:
+        return None
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.email)))
+
+
+def get_user_by_id(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user with id {user_id}")
+    return user

@@ -1,0 +1,107 @@
+"""Build the portal app that the gateway mounts at ``/portal``."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from importlib.resources import files
+
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from tollway.errors import NotFound, UserError
+from tollway.portal import admin, auth, pages, usage
+from tollway.portal.limits import SlidingWindowLimiter
+from tollway.portal.oidc import OidcClient
+from tollway.portal.security import PREFIX, PortalSessions
+from tollway.portal.settings import PortalSettings
+from tollway.portal.web import Portal, render
+from tollway.settings import Settings
+
+logger = logging.getLogger("tollway.portal")
+
+SUB = "/subscriptions/{subscription_id:int}"
+
+
+def _routes() -> list[Route | Mount]:
+    return [
+        Route("/", pages.catalogue),
+        Route("/signup", auth.signup, methods=["GET", "POST"]),
+        Route("/signin", auth.signin, methods=["GET", "POST"]),
+        Route("/signout", auth.signout, methods=["POST"]),
+        Route("/oidc/{provider}/start", auth.oidc_start),
+        Route("/oidc/{provider}/callback", auth.oidc_callback),
+        Route("/account", pages.account),
+        Route("/subscribe", pages.subscribe, methods=["POST"]),
+        Route(f"{SUB}/regenerate", pages.regenerate, methods=["POST"]),
+        Route(f"{SUB}/cancel", pages.cancel, methods=["POST"]),
+        Route(f"{SUB}/usage", usage.usage_page),
+        Route(f"{SUB}/usage.svg", usage.usage_chart),
+        Route("/admin", admin.overview),
+        Route(f"/admin{SUB}", admin.change_subscription, methods=["POST"]),
+        Route("/admin/users/{user_id:int}", admin.change_user, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=str(files("tollway.portal") / "static"))),
+    ]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return render(request, "error.html", exc.status_code, message=exc.detail)
+
+
+async def _user_error(request: Request, exc: Exception) -> Response:
+    status = 404 if isinstance(exc, NotFound) else 400
+    return render(request, "error.html", status, message=str(exc))
+
+
+def _session_secret(settings: Settings) -> str:
+    if settings.secret_key is not None:
+        return "portal-session:" + settings.secret_key.get_secret_value()
+    logger.warning(
+        "TOLLWAY_SECRET_KEY is not set: portal sign-ins last only until this process stops"
+    )
+    return secrets.token_urlsafe(32)
+
+
+def create_portal(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    *,
+    portal_settings: PortalSettings | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The developer portal as an ASGI app; it expects full paths under ``/portal``."""
+    config = portal_settings or PortalSettings()
+    http = httpx.AsyncClient(follow_redirects=False)
+    portal = Portal(
+        sessions,
+        config,
+        account_limiter=SlidingWindowLimiter(
+            config.signin_attempts_per_account, config.signin_window
+        ),
+        ip_limiter=SlidingWindowLimiter(config.signin_attempts_per_ip, config.signin_window),
+        oidc={
+            p.name: OidcClient(p, http, leeway=config.id_token_leeway, clock=clock)
+            for p in config.oidc_providers
+        },
+    )
+    app = Starlette(
+        routes=[Mount(PREFIX, routes=_routes())],
+        middleware=[
+            Middleware(
+                PortalSessions, secret=_session_secret(settings), max_age=config.session_max_age
+            )
+        ],
+        exception_handlers={HTTPException: _http_error, UserError: _user_error},
+    )
+    app.state.portal = portal
+    return app

@@ -1,0 +1,108 @@
+"""Sign up, sign in (password or OpenID Connect), sign out.
+
+Messages never say whether an address has an account: sign-up always answers the same way,
+and a failed sign-in says only that the e-mail or password is wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tollway.errors import UserError
+from tollway.portal.oidc import OidcError, Pending
+from tollway.portal.security import HOME, PREFIX, end_session, safe_next, start_session
+from tollway.portal.web import checked_form, portal_of, redirect, render
+from tollway.services import identities, users
+
+logger = logging.getLogger("tollway.portal")
+
+SIGNUP_DONE = "Thanks! If this address is new, its account is ready: sign in below."
+BAD_SIGNIN = "The e-mail or password is not right, or the account cannot sign in."
+TOO_MANY = "Too many failed sign-ins. Wait a few minutes, then try again."
+
+
+async def signup(request: Request) -> Response:
+    if request.method == "GET":
+        return render(request, "signup.html", email="", error=None)
+    form = await checked_form(request)
+    email, password = str(form.get("email", "")), str(form.get("password", ""))
+    try:
+        await portal_of(request).db(users.register, email, password, name=str(form.get("name", "")))
+    except UserError as exc:
+        return render(request, "signup.html", 400, email=email, error=str(exc))
+    return render(request, "signin.html", email=email, next_url=HOME, message=SIGNUP_DONE)
+
+
+async def signin(request: Request) -> Response:
+    if request.method == "GET":
+        next_url = safe_next(request.query_params.get("next_url"))
+        return render(request, "signin.html", email="", next_url=next_url, message=None)
+    form = await checked_form(request)
+    email, password = str(form.get("email", "")).strip(), str(form.get("password", ""))
+    next_url = safe_next(form.get("next_url"))
+    portal = portal_of(request)
+    account = f"account:{email.lower()}"
+    peer = f"ip:{request.client.host if request.client else '-'}"
+    if not (portal.account_limiter.allowed(account) and portal.ip_limiter.allowed(peer)):
+        logger.warning("sign-in refused: too many failures (%s)", peer)
+        return render(request, "signin.html", 429, email=email, next_url=next_url, error=TOO_MANY)
+    user = await portal.db(users.authenticate, email, password)
+    if user is None:
+        portal.account_limiter.failed(account)
+        portal.ip_limiter.failed(peer)
+        return render(request, "signin.html", 400, email=email, next_url=next_url, error=BAD_SIGNIN)
+    portal.account_limiter.reset(account)
+    start_session(request, user.id)
+    return redirect(next_url)
+
+
+async def signout(request: Request) -> Response:
+    await checked_form(request)
+    end_session(request)
+    return redirect(HOME)
+
+
+def _callback_url(request: Request, provider: str) -> str:
+    return str(request.url.replace(path=f"{PREFIX}/oidc/{provider}/callback", query=""))
+
+
+async def oidc_start(request: Request) -> Response:
+    """Send the browser to the provider, remembering state, nonce, PKCE verifier, next_url."""
+    client = portal_of(request).oidc.get(request.path_params["provider"])
+    if client is None:
+        raise HTTPException(404, "There is no such sign-in provider.")
+    next_url = safe_next(request.query_params.get("next_url"))
+    try:
+        url, pending = await client.begin(_callback_url(request, client.provider.name), next_url)
+    except OidcError as exc:
+        return render(request, "auth_error.html", 502, message=str(exc))
+    request.session["oidc"] = pending.to_session()
+    return redirect(url)
+
+
+async def oidc_callback(request: Request) -> Response:
+    """Finish the provider's sign-in, then link or create the developer and sign them in."""
+    name = request.path_params["provider"]
+    client = portal_of(request).oidc.get(name)
+    pending = Pending.from_session(request.session.pop("oidc", None))
+    if client is None or pending is None or pending.provider != name:
+        return render(
+            request,
+            "auth_error.html",
+            400,
+            message="This sign-in was not started here, or it was already used. Start again.",
+        )
+    try:
+        identity = await client.finish(
+            dict(request.query_params), pending, _callback_url(request, name)
+        )
+        user = await portal_of(request).db(identities.sign_in_external, identity)
+    except (OidcError, UserError) as exc:
+        logger.info("OpenID Connect sign-in with %s failed: %s", name, exc)
+        return render(request, "auth_error.html", 400, message=str(exc))
+    start_session(request, user.id)
+    return redirect(safe_next(pending.next_url))

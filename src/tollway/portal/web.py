@@ -1,0 +1,152 @@
+"""What every portal page shares: the portal context, the signed-in user, rendering."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import quote
+
+import jinja2
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from tollway.db.models import User, UserRole, UserState
+from tollway.db.session import transaction
+from tollway.portal.limits import AttemptLimiter
+from tollway.portal.oidc import OidcClient
+from tollway.portal.security import CSRF_FIELD, PREFIX, check_csrf, csrf_token
+from tollway.portal.settings import PortalSettings
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(files("tollway.portal") / "templates")),
+    autoescape=True,  # every template, whatever its extension
+    undefined=jinja2.StrictUndefined,
+)
+
+
+@dataclass
+class Portal:
+    """The portal's collaborators, built once by ``create_portal``."""
+
+    sessions: sessionmaker[Session]
+    settings: PortalSettings
+    account_limiter: AttemptLimiter
+    ip_limiter: AttemptLimiter
+    oidc: dict[str, OidcClient] = field(default_factory=dict)
+
+    async def db(
+        self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``work(session, *args)`` in one transaction, off the event loop."""
+
+        def run() -> T:
+            with transaction(self.sessions) as session:
+                return work(session, *args, **kwargs)
+
+        return await run_in_threadpool(run)
+
+
+def portal_of(request: Request) -> Portal:
+    portal: Portal = request.app.state.portal
+    return portal
+
+
+def _load_user(session: Session, user_id: int) -> User | None:
+    user = session.get(User, user_id)
+    return user if user is not None and user.state == UserState.active else None
+
+
+async def current_user(request: Request) -> User | None:
+    """The signed-in, still active user; a blocked or deleted user is signed out here."""
+    if "user" in request.scope:
+        return request.scope["user"]  # type: ignore[no-any-return]
+    user_id = request.session.get("uid")
+    user = await portal_of(request).db(_load_user, user_id) if isinstance(user_id, int) else None
+    if user is None and user_id is not None:
+        request.session.clear()
+    request.scope["user"] = user
+    return user
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """Render a page; pages that may show a key in full are never cached."""
+    body = TEMPLATES.get_template(template).render(
+        request=request,
+        base=PREFIX,
+        user=request.scope.get("user"),
+        csrf_field=CSRF_FIELD,
+        csrf_token=csrf_token(request),
+        providers=list(portal_of(request).settings.oidc_providers),
+        **context,
+    )
+    response = HTMLResponse(body, status)
+    response.headers["cache-control"] = "no-store"
+    response.headers["x-frame-options"] = "DENY"
+    response.headers["content-security-policy"] = (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    )
+    response.headers["referrer-policy"] = "same-origin"
+    return response
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def signin_url(request: Request) -> str:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return f"{PREFIX}/signin?next_url={quote(target, safe='')}"
+
+
+def login_required(endpoint: Endpoint) -> Endpoint:
+    """Anonymous visitors go to the sign-in page, which brings them back here after."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(request: Request) -> Response:
+        if await current_user(request) is None:
+            return redirect(signin_url(request))
+        return await endpoint(request)
+
+    return wrapper
+
+
+def admin_required(endpoint: Endpoint) -> Endpoint:
+    """Like ``login_required``, and the user must have the admin role."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(request: Request) -> Response:
+        user = await current_user(request)
+        if user is None:
+            return redirect(signin_url(request))
+        if user.role != UserRole.admin:
+            raise HTTPException(403, "This page is for administrators.")
+        return await endpoint(request)
+
+    return wrapper
+
+
+async def checked_form(request: Request) -> FormData:
+    """The posted form, after its CSRF token was checked (403 otherwise)."""
+    form = await request.form(max_files=0, max_fields=50)
+    check_csrf(request, form)
+    return form
+
+
+def signed_in(request: Request) -> User:
+    """The user that ``login_required`` already loaded."""
+    user = request.scope.get("user")
+    if user is None:
+        raise HTTPException(401, "Sign in first.")
+    return user  # type: ignore[no-any-return]
