@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,6 +263,27 @@ async def test_slow_action_is_killed_at_the_timeout(callback: CallbackTarget) ->
     assert delivery["output"] == "starting\n"
     assert delivery["error"] == "killed after 0.5 s"
     assert delivery["duration_seconds"] < 30
+
+
+async def test_shutdown_kills_a_running_action(callback: CallbackTarget, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    script = (
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    )
+    app = create_app(make_settings(action=[sys.executable, "-c", script]))
+    async with client_for(app) as client:
+        assert (await client.post("/", json=payload(callback.url()))).status_code == 200
+        for _ in range(500):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            await asyncio.sleep(0.02)
+        pid = int(pid_file.read_text())
+        await app.state.receiver.stop()
+        (delivery,) = (await client.get("/deliveries")).json()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert (delivery["state"], delivery["error"]) == ("failed", "killed at shutdown")
+    assert delivery["duration_seconds"] is not None
 
 
 async def test_failing_action_keeps_exit_code_and_the_start_of_its_output(

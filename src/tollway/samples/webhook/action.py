@@ -71,6 +71,7 @@ async def run_action(
         reading.cancel()
         if process.returncode is None:  # cancelled at shutdown: leave no orphan behind
             await kill(process)
+            delivery.state, delivery.error = "failed", "killed at shutdown"
     record_outcome(delivery, process.returncode, output, truncated, time_limit)
 
 
