@@ -21,20 +21,26 @@ from .settings import RecipesSettings
 
 
 def create_app(settings: RecipesSettings) -> FastAPI:
-    """Build the recipes API from ``settings``; nothing connects before the lifespan starts."""
-    engine = make_engine(settings.database_url)
+    """Build the recipes API from ``settings``; the database is opened by the lifespan."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Migrations and seeding are blocking database work: keep them off the event loop.
-        if settings.migrate_on_startup:
-            await anyio.to_thread.run_sync(upgrade, engine)
-        if settings.seed_on_startup:
-            await anyio.to_thread.run_sync(seed, app.state.sessions, settings, app.state.passwords)
-        async with httpx.AsyncClient(timeout=settings.ideas_timeout) as client:
-            app.state.http_client = client
-            yield
-        engine.dispose()
+        # Made here, not in the factory: a relative SQLite path then resolves against the
+        # working directory the server runs in, not the one the module was imported from.
+        engine = make_engine(settings.database_url)
+        app.state.sessions = session_factory(engine)
+        try:
+            # Migrations and seeding are blocking database work: keep them off the event loop.
+            if settings.migrate_on_startup:
+                await anyio.to_thread.run_sync(upgrade, engine)
+            if settings.seed_on_startup:
+                passwords = app.state.passwords
+                await anyio.to_thread.run_sync(seed, app.state.sessions, settings, passwords)
+            async with httpx.AsyncClient(timeout=settings.ideas_timeout) as client:
+                app.state.http_client = client
+                yield
+        finally:
+            engine.dispose()
 
     app = FastAPI(
         title="Recipes",
@@ -43,7 +49,6 @@ def create_app(settings: RecipesSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.sessions = session_factory(engine)
     app.state.passwords = Passwords(settings.password_memory_kib, settings.password_time_cost)
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
     app.state.token_secret = secret or secrets.token_urlsafe(32)
