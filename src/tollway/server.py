@@ -13,6 +13,8 @@ from tollway.errors import UserError
 from tollway.gateway.app import create_gateway
 from tollway.settings import Settings
 
+logger = logging.getLogger("tollway")
+
 
 def configure_logging(level: str = "info") -> None:
     logging.basicConfig(
@@ -36,8 +38,22 @@ def check_port_free(host: str, port: int) -> None:
             raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
+def check_workers_share_state(settings: Settings, workers: int) -> None:
+    """Memory counters are per process: N workers would each allow the full rate limit."""
+    if workers > 1 and settings.redis_url.startswith("memory:"):
+        if not settings.allow_memory_with_workers:
+            raise UserError(
+                f"--workers {workers} needs shared counters: set TOLLWAY_REDIS_URL=redis://... "
+                "(or TOLLWAY_ALLOW_MEMORY_WITH_WORKERS=true to accept per-process limits)"
+            )
+        logger.warning(
+            "%d workers with memory:// counters: every rate limit and quota is per process", workers
+        )
+
+
 def serve(settings: Settings, *, workers: int = 1, log_level: str = "info") -> None:
     """Serve the gateway until interrupted (SIGINT/SIGTERM finish in-flight requests)."""
+    check_workers_share_state(settings, workers)
     check_port_free(settings.host, settings.port)
     common: dict[str, Any] = {
         "host": settings.host,

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         description="When Redis is unreachable, refuse limited calls with 503 instead of "
         "letting them through (the default, fail-open, logs and counts the outage).",
     )
+    allow_memory_with_workers: bool = Field(
+        False, description="Let --workers N run on memory:// counters (limits per process)."
+    )
     cache_bytes: int = Field(
         64 * 1024 * 1024, ge=0, description="Size bound of the in-memory response cache."
     )

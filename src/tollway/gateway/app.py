@@ -25,13 +25,18 @@ from tollway.gateway.backends import ResponseAborted, UpstreamRequest
 from tollway.gateway.docs import create_docs_app
 from tollway.gateway.forwarding import ProxyTrust, prepare_request, take_query_key
 from tollway.gateway.internal import create_internal_app
+from tollway.gateway.policed import PolicedExchange, send_preflight
+from tollway.gateway.policing import Pending, Policing, Preflight, collect_limits
 from tollway.gateway.refresh import StateLoader
 from tollway.gateway.routing import normalise_path
 from tollway.gateway.state import EMPTY_STATE, GatewayState, Route, retired_backends
 from tollway.gateway.upstream import UpstreamError, UpstreamTimeout
 from tollway.gateway.usage import UsageBuffer, write_usage
+from tollway.policies.base import Reject, RequestContext
+from tollway.policies.chain import EMPTY_CHAIN, Chain
 from tollway.portal import create_portal
 from tollway.settings import Settings
+from tollway.stores import open_stores
 from tollway.types import ASGIApp, Headers, Message, Receive, Scope, Send
 
 logger = logging.getLogger("tollway.gateway")
@@ -49,20 +54,28 @@ class Admission:
     host: bytes
     framing: int
     query: bytes
+    pending: Pending | None = None  # policy work left, and headers for the response
 
 
 @dataclass(frozen=True, slots=True)
 class Denied:
     """A refusal that is attributed to a subscription (its usage is recorded against it)."""
 
-    problem: problems.ProblemType
+    problem: problems.ProblemType | Reject
     subscription_id: int
 
 
-def refusal(outcome: problems.ProblemType | Denied) -> tuple[problems.ProblemType, int]:
+Outcome = Admission | Denied | problems.ProblemType | Reject | Preflight
+
+
+def refusal(outcome: problems.ProblemType | Denied | Reject) -> tuple[Reject, int]:
+    """The refusal to send, and the subscription its usage is recorded against."""
     if isinstance(outcome, Denied):
-        return outcome.problem, outcome.subscription_id
-    return outcome, 0
+        inner = outcome.problem
+        return (inner if isinstance(inner, Reject) else Reject(inner)), outcome.subscription_id
+    if isinstance(outcome, Reject):
+        return outcome, 0
+    return Reject(outcome), 0
 
 
 @dataclass
@@ -96,6 +109,11 @@ class Gateway:
         self.health = GatewayHealth()
         self.trust = ProxyTrust(settings.trusted_proxies)
         self.usage = UsageBuffer(settings.usage_buffer_limit, clock)
+        self.clock = clock
+        self.counters, self.cache_store = open_stores(
+            settings.redis_url, cache_bytes=settings.cache_bytes
+        )
+        self.policing = Policing(self.counters, fail_closed=settings.limits_fail_closed)
         self.mounts: dict[bytes, ASGIApp] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -145,15 +163,32 @@ class Gateway:
         query: bytes,
         peer: str,
         scheme: str,
-    ) -> Admission | Denied | problems.ProblemType:
+    ) -> Outcome:
         """Decide whether a request may go to the route's backend (no I/O, no awaiting).
 
         Shared by the ASGI path and the fast path (``gateway.fastpath``), so both apply the same
-        rules: operation allow-list, then the subscription key.
+        rules in the same order: operation allow-list, CORS preflight, IP filters, key, then the
+        rest of the policy chain (docs/policies.md). Work that needs awaiting is left in
+        ``Admission.pending`` for ``Policing.settle``.
         """
-        if route.operations is not None and route.operations.find(method, rest) is None:
-            return problems.OPERATION_NOT_FOUND
+        op_key = None
+        if route.operations is not None:
+            operation = route.operations.find(method, rest)
+            if operation is None:
+                return problems.OPERATION_NOT_FOUND
+            if operation.policies:
+                op_key = (operation.method, operation.template)
+        policies = self.state.policies
+        base = policies.chain(route.api_id, op_key, None)
         prepared = prepare_request(headers, peer, scheme, route.key_header, self.trust)
+        ctx = RequestContext(method, rest, headers, prepared.client, route.api_id, self.clock())
+        if base.cors is not None and method == "OPTIONS":
+            preflight = self._preflight(base, ctx)
+            if preflight is not None:
+                return preflight
+        for ip_filter in base.ip_filters:
+            if (refused := ip_filter.check(ctx)) is not None:
+                return refused
         key, query = take_query_key(query, route.key_query)
         key = prepared.key or key
         grant = self.state.keys.lookup(hashlib.sha256(key).digest()) if key else None
@@ -164,14 +199,45 @@ class Gateway:
                 return problems.INVALID_KEY
             if route.api_id not in grant.api_ids:
                 return Denied(problems.FORBIDDEN_API, grant.subscription_id)
+        sid = grant.subscription_id if grant else 0
+        ctx.grant = grant
+        chain = base if grant is None else policies.chain(route.api_id, op_key, grant.product_id)
         prepared.headers.append((b"x-forwarded-prefix", route.prefix_bytes))
-        return Admission(
-            grant.subscription_id if grant else 0,
-            prepared.headers,
-            prepared.host,
-            prepared.framing,
-            query,
-        )
+        admission = Admission(sid, prepared.headers, prepared.host, prepared.framing, query)
+        if chain is EMPTY_CHAIN:
+            return admission
+        refused = self._apply_chain(chain, ctx, admission)
+        return admission if refused is None else Denied(refused, sid)
+
+    def _preflight(self, chain: Chain, ctx: RequestContext) -> Preflight | Reject | None:
+        origin = ctx.header(b"origin")
+        wanted = ctx.header(b"access-control-request-method")
+        if chain.cors is None or origin is None or wanted is None:
+            return None
+        requested = ctx.header(b"access-control-request-headers")
+        allowed = chain.cors.preflight(origin, wanted, requested)
+        return Reject(problems.CORS_FORBIDDEN) if allowed is None else Preflight(allowed)
+
+    def _apply_chain(
+        self, chain: Chain, ctx: RequestContext, admission: Admission
+    ) -> Reject | None:
+        for ip_filter in chain.ip_filters:  # (product-scope filters apply once the key is known)
+            if (refused := ip_filter.check(ctx)) is not None:
+                return refused
+        if chain.max_body is not None:
+            length = ctx.header(b"content-length")
+            if length is not None and length.isdigit() and int(length) > chain.max_body:
+                return Reject(
+                    problems.REQUEST_TOO_LARGE,
+                    f"The body has {int(length)} bytes; this API accepts at most {chain.max_body}.",
+                )
+        pending = Pending(chain, ctx, collect_limits(chain, ctx))
+        if chain.cors is not None:
+            pending.response_headers += chain.cors.response_headers(ctx.header(b"origin"))
+        for edit in chain.header_edits:
+            admission.headers = edit.edit_request(admission.headers)
+        admission.pending = pending
+        return self.policing.apply_limits(pending)
 
     async def handle_api(
         self, route: Route, rest: bytes, scope: Scope, receive: Receive, send: Send
@@ -179,7 +245,7 @@ class Gateway:
         started = time.perf_counter()
         method: str = scope["method"]
         client = scope.get("client")
-        admission = self.admit(
+        outcome = self.admit(
             route,
             method,
             rest,
@@ -188,23 +254,66 @@ class Gateway:
             client[0] if client else "",
             scope.get("scheme", "http"),
         )
-        if not isinstance(admission, Admission):
-            problem, subscription_id = refusal(admission)
-            await problems.send_problem(send, problem)
-            self.record_exchange(
-                route, subscription_id, problem.status, 0, 0, started, method, client
-            )
+        if isinstance(outcome, Preflight):
+            await send_preflight(send, outcome)
+            self.record_exchange(route, 0, 204, 0, 0, started, method, client)
             return
+        if not isinstance(outcome, Admission):
+            await self._refuse(route, outcome, send, started, method, client, scope["headers"])
+            return
+        pending = outcome.pending
+        if pending is not None and self.policing.needs_settling(pending):
+            refused = await self.policing.settle(pending)
+            if refused is not None:
+                denied = Denied(refused, outcome.subscription_id)
+                await self._refuse(route, denied, send, started, method, client, scope["headers"])
+                return
+            for policy in pending.chain.jwts:
+                outcome.headers = policy.edit_request(outcome.headers, pending.ctx.claims)
         request = UpstreamRequest(
             method,
             rest,
-            admission.query,
-            admission.headers,
-            admission.host,
-            admission.framing,
+            outcome.query,
+            outcome.headers,
+            outcome.host,
+            outcome.framing,
             scope,
         )
-        await self._forward(route, request, admission.subscription_id, receive, send, started)
+        if pending is None:
+            await self._forward(route, request, outcome.subscription_id, receive, send, started)
+            return
+        exchange = PolicedExchange(self, route, request, outcome.subscription_id, pending, started)
+        await exchange.run(receive, send)
+
+    def refusal_headers(self, route: Route, headers: Headers) -> Headers:
+        """CORS headers for a refusal, so browser code can read why it was refused."""
+        cors = self.state.policies.chain(route.api_id, None, None).cors
+        if cors is None:
+            return []
+        origin = next((value for name, value in headers if name == b"origin"), None)
+        return cors.response_headers(origin)
+
+    async def _refuse(
+        self,
+        route: Route,
+        outcome: problems.ProblemType | Denied | Reject,
+        send: Send,
+        started: float,
+        method: str,
+        client: tuple[str, int] | None,
+        scope_headers: Headers,
+    ) -> None:
+        reject, subscription_id = refusal(outcome)
+        await problems.send_problem(
+            send,
+            reject.problem,
+            reject.detail,
+            headers=reject.headers + self.refusal_headers(route, scope_headers),
+            status=reject.status,
+            **reject.extra,
+        )
+        status = reject.status or reject.problem.status
+        self.record_exchange(route, subscription_id, status, 0, 0, started, method, client)
 
     async def _forward(
         self,
@@ -214,7 +323,8 @@ class Gateway:
         receive: Receive,
         send: Send,
         started: float,
-    ) -> None:
+    ) -> tuple[int, int, int]:
+        """Forward, record the exchange, and return (status, bytes in, bytes out)."""
         method, client = request.method, request.scope.get("client")
         try:
             result = await route.backend.forward(request, receive, send)
@@ -222,19 +332,19 @@ class Gateway:
             logger.warning("api %s: %s", route.name, exc)
             await problems.send_problem(send, problems.BACKEND_TIMEOUT)
             self.record_exchange(route, subscription_id, 504, 0, 0, started, method, client)
-            return
+            return 504, 0, 0
         except UpstreamError as exc:
             logger.warning("api %s: %s", route.name, exc)
             await problems.send_problem(send, problems.BACKEND_UNREACHABLE)
             self.record_exchange(route, subscription_id, 502, 0, 0, started, method, client)
-            return
+            return 502, 0, 0
         except ResponseAborted as exc:
             # Headers already went out: all we can do is cut the connection short.
             logger.warning("api %s: response cut short: %s", route.name, exc)
             self.record_exchange(
                 route, subscription_id, exc.status, 0, exc.bytes_out, started, method, client
             )
-            return
+            return exc.status, 0, exc.bytes_out
         self.record_exchange(
             route,
             subscription_id,
@@ -245,6 +355,7 @@ class Gateway:
             method,
             client,
         )
+        return result.status, result.bytes_in, result.bytes_out
 
     def record_exchange(
         self,
@@ -320,6 +431,8 @@ class Gateway:
             )
         for backend in list(self.state.backends.values()):
             await backend.shutdown()
+        if self.counters.is_shared:
+            await self.counters.aclose()  # (memory counters stay: a restart in-process keeps them)
         self._started = False
 
     async def reload(self) -> None:
@@ -406,9 +519,14 @@ def readiness(gateway: Gateway) -> tuple[bool, dict[str, object]]:
     return ok, report
 
 
-def create_gateway(settings: Settings, *, engine: Engine | None = None) -> Gateway:
+def create_gateway(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Gateway:
     """Build the gateway with its own pages mounted (``/docs``, ``/-/``)."""
-    gateway = Gateway(settings, engine=engine)
+    gateway = Gateway(settings, engine=engine, clock=clock)
     gateway.mount("/docs", create_docs_app(lambda: gateway.state))
     gateway.mount("/-", create_internal_app(lambda: readiness(gateway)))
     gateway.mount("/portal", create_portal(settings, gateway.sessions))

@@ -155,6 +155,8 @@ class Policing:
             return
         for limiter in pending.chain.limiters:
             if isinstance(limiter, QuotaPolicy) and (check := limiter.bytes_check(pending.ctx)):
+                if self.counters.add_now(check.key, check.index, amount, check.ttl):
+                    continue
                 task = asyncio.get_running_loop().create_task(self._add(check, amount))
                 _background.add(task)
                 task.add_done_callback(_background.discard)

@@ -5,6 +5,7 @@ Raw ASGI, no dependencies. Paths:
 - ``/slow?seconds=S``: answers after S seconds (for timeout tests);
 - ``/status/<code>``: answers with that status;
 - ``/upload``: reads the body in chunks, reports its size and SHA-256 (never holds it whole);
+- ``/with-headers?Name=value``: the usual description, sent with those response headers;
 - anything else: a JSON description of the request (method, path, query, headers, body size).
 
 Run alone with ``uvicorn tollway.samples.echo:app``.
@@ -19,8 +20,12 @@ from urllib.parse import parse_qs
 
 from tollway.types import Receive, Scope, Send
 
+SERVED = [0]  # requests answered by this process (tests tell cache hits from misses)
 
-async def _json(send: Send, status: int, payload: object) -> None:
+
+async def _json(
+    send: Send, status: int, payload: object, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = json.dumps(payload).encode()
     await send(
         {
@@ -29,6 +34,7 @@ async def _json(send: Send, status: int, payload: object) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *(extra or []),
             ],
         }
     )
@@ -88,10 +94,15 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await _json(send, status if 200 <= status < 600 else 400, {"status": status})
         return
     size, sha256 = await _read_body(receive)
+    SERVED[0] += 1
+    extra = []
+    if path == "/with-headers":
+        extra = [(name.lower().encode(), values[0].encode()) for name, values in query.items()]
     await _json(
         send,
         200,
         {
+            "served": SERVED[0],
             "method": scope["method"],
             "path": path,
             "raw_path": (scope.get("raw_path") or path.encode()).decode("latin-1"),
@@ -102,4 +113,5 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             "body_size": size,
             "body_sha256": sha256,
         },
+        extra,
     )

@@ -113,6 +113,10 @@ class CounterStore(Protocol):
         """Add to a counter after the fact (bytes quotas learn the size after the response)."""
         ...
 
+    def add_now(self, key: str, index: int, amount: int, ttl: int) -> bool:
+        """The same without awaiting, if the store can (False: use :meth:`add`)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

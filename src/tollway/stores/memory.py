@@ -66,7 +66,11 @@ class MemoryCounterStore:
         return self.check_now(checks)
 
     async def add(self, key: str, index: int, amount: int, ttl: int) -> None:
+        self.add_now(key, index, amount, ttl)
+
+    def add_now(self, key: str, index: int, amount: int, ttl: int) -> bool:
         self._incr(f"{key}:{index}", amount, ttl, self._clock())
+        return True
 
     def _prune(self, now: float) -> None:
         for slot in [slot for slot, (_, expires) in self._counts.items() if expires <= now]:

@@ -66,10 +66,17 @@ return counts
 """
 
 
-def connect(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=10
+def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
+    """A client whose pool waits for a free connection instead of failing under bursts."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=2.0,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        health_check_interval=10,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 class _Breaker:
@@ -130,6 +137,9 @@ class RedisCounterStore:
         ]
         return allowed, states
 
+    def add_now(self, key: str, index: int, amount: int, ttl: int) -> bool:
+        return False
+
     async def add(self, key: str, index: int, amount: int, ttl: int) -> None:
         self.breaker.guard()
         slot = f"{key}:{index}"
@@ -143,7 +153,7 @@ class RedisCounterStore:
         self.breaker.ok()
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)
 
 
 class RedisCacheStore:

@@ -1,0 +1,203 @@
+"""Rate limits and quotas through the gateway: what a client sees (429s, headers, resets)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from ..conftest import REDIS_URL, require_service
+from ..gateway.conftest import apply
+from .conftest import config, running, subscribe
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    return require_service(REDIS_URL, "redis")
+
+
+class Clock:
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    # A fresh instant per test keeps Redis counters of different runs apart.
+    return Clock(4e9 + uuid.uuid4().int % 10**8 * 10.0)  # (year < 2300)
+
+
+async def test_rate_limit_counts_per_subscription_and_says_when_to_retry(
+    engine: Engine, database_url: str, store_url: str, clock: Clock
+) -> None:
+    cfg = config([{"type": "rate-limit", "period": "3/90s", "name": "burst"}])
+    apply(engine, cfg)
+    keys = subscribe(engine)
+    other = subscribe(engine, "other@example.com")
+    async with running(engine, database_url, cfg, clock=clock, redis_url=store_url) as (_, client):
+        answers = [
+            await client.get("/echo/x", headers={"X-API-Key": keys.primary}) for _ in range(4)
+        ]
+        assert [r.status_code for r in answers] == [200, 200, 200, 429]
+        assert answers[0].headers["ratelimit-policy"] == '"burst";q=3;w=90'
+        assert answers[0].headers["ratelimit"].startswith('"burst";r=2;t=')
+        refused = answers[3]
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"] == "/-/problems/rate-limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 180
+        # The secondary key is the same subscription: same counter.
+        again = await client.get("/echo/x", headers={"X-API-Key": keys.secondary})
+        assert again.status_code == 429
+        # Another subscription has its own.
+        assert (await client.get("/echo/x", headers={"X-API-Key": other.primary})).is_success
+        # 90 s later the window has slid past.
+        clock.now += 181
+        assert (await client.get("/echo/x", headers={"X-API-Key": keys.primary})).is_success
+
+
+async def test_user_key_counts_all_of_a_developers_subscriptions(
+    engine: Engine, database_url: str, clock: Clock
+) -> None:
+    cfg = config([{"type": "rate-limit", "calls": 2, "period": 60, "key": "user"}])
+    apply(engine, cfg)
+    first, second = subscribe(engine), subscribe(engine)  # one user, two subscriptions
+    async with running(engine, database_url, cfg, clock=clock) as (_, client):
+        codes = [
+            (await client.get("/echo/x", headers={"X-API-Key": k.primary})).status_code
+            for k in (first, second, first)
+        ]
+    assert codes == [200, 200, 429]
+
+
+async def test_ip_and_header_keys(engine: Engine, database_url: str, clock: Clock) -> None:
+    cfg = config(
+        [],
+        open_policies=[
+            {"type": "rate-limit", "calls": 1, "period": 60, "key": "header:X-Tenant"},
+        ],
+    )
+    async with running(engine, database_url, cfg, clock=clock) as (_, client):
+        a1 = await client.get("/open/x", headers={"X-Tenant": "a"})
+        a2 = await client.get("/open/x", headers={"X-Tenant": "a"})
+        b1 = await client.get("/open/x", headers={"X-Tenant": "b"})
+    assert (a1.status_code, a2.status_code, b1.status_code) == (200, 429, 200)
+
+
+async def test_several_limits_report_the_one_closest_to_running_out(
+    engine: Engine, database_url: str, clock: Clock
+) -> None:
+    cfg = config(
+        [
+            {"type": "rate-limit", "calls": 100, "period": 60, "name": "minute"},
+            {"type": "quota", "calls": 2, "period": "day", "name": "daily"},
+        ]
+    )
+    apply(engine, cfg)
+    keys = subscribe(engine)
+    async with running(engine, database_url, cfg, clock=clock) as (_, client):
+        headers = {"X-API-Key": keys.primary}
+        first = await client.get("/echo/x", headers=headers)
+        assert first.headers["ratelimit-policy"] == '"minute";q=100;w=60, "daily";q=2;w=86400'
+        assert first.headers["ratelimit"].startswith('"daily";r=1;')
+        await client.get("/echo/x", headers=headers)
+        over = await client.get("/echo/x", headers=headers)
+    assert over.status_code == 429
+    assert over.json()["type"] == "/-/problems/quota-exceeded"
+    assert over.json()["quota"] == "daily"
+
+
+async def test_monthly_quota_resets_on_the_first_and_can_answer_403(
+    engine: Engine, database_url: str, store_url: str
+) -> None:
+    cfg = config(
+        [{"type": "quota", "calls": 2, "period": "month", "status": 403, "name": "monthly"}]
+    )
+    apply(engine, cfg)
+    keys = subscribe(engine)
+    year = 2100 + uuid.uuid4().int % 6000  # Redis counters of earlier runs stay apart
+    clock = Clock(datetime(year, 1, 31, 23, 59, 0, tzinfo=UTC).timestamp())
+    async with running(engine, database_url, cfg, clock=clock, redis_url=store_url) as (_, c):
+        headers = {"X-API-Key": keys.primary}
+        codes = [(await c.get("/echo/x", headers=headers)).status_code for _ in range(3)]
+        assert codes == [200, 200, 403]
+        refused = await c.get("/echo/x", headers=headers)
+        assert refused.headers["retry-after"] == "60"  # a minute to February
+        clock.now += 60
+        assert (await c.get("/echo/x", headers=headers)).status_code == 200
+
+
+async def test_byte_quota_stops_calls_once_used_up(
+    engine: Engine, database_url: str, clock: Clock
+) -> None:
+    cfg = config([{"type": "quota", "bytes": 1000, "period": "day"}])
+    apply(engine, cfg)
+    keys = subscribe(engine)
+    async with running(engine, database_url, cfg, clock=clock) as (_, client):
+        headers = {"X-API-Key": keys.primary}
+        big = await client.post("/echo/upload", content=b"x" * 1500, headers=headers)
+        assert big.status_code == 200  # it started under the quota, so it completes
+        after = await client.get("/echo/x", headers=headers)
+    assert after.status_code == 429
+    assert "content-bytes" in after.headers["ratelimit-policy"]
+
+
+async def test_hidden_headers_and_operation_scope(
+    engine: Engine, database_url: str, clock: Clock
+) -> None:
+    cfg: dict[str, Any] = config([])
+    cfg["apis"]["echo"]["operations"] = [
+        {
+            "method": "GET",
+            "path": "/limited",
+            "policies": [{"type": "rate-limit", "calls": 1, "period": 60, "hide_headers": True}],
+        },
+        "GET /free",
+    ]
+    apply(engine, cfg)
+    keys = subscribe(engine)
+    async with running(engine, database_url, cfg, clock=clock) as (_, client):
+        headers = {"X-API-Key": keys.primary}
+        first = await client.get("/echo/limited", headers=headers)
+        second = await client.get("/echo/limited", headers=headers)
+        free = [await client.get("/echo/free", headers=headers) for _ in range(3)]
+    assert "ratelimit" not in first.headers
+    assert second.status_code == 429 and "retry-after" in second.headers
+    assert all(r.status_code == 200 for r in free)
+
+
+async def test_product_scope_quota_applies_to_its_subscribers_only(
+    engine: Engine, database_url: str, clock: Clock
+) -> None:
+    cfg = config(
+        [],
+        products={
+            "starter": {
+                "apis": ["echo"],
+                "policies": [{"type": "quota", "calls": 1, "period": "day"}],
+            },
+            "gold": {"apis": ["echo"]},
+        },
+    )
+    apply(engine, cfg)
+    starter = subscribe(engine)
+    gold = subscribe(engine, "gold@example.com", "gold")
+    async with running(engine, database_url, cfg, clock=clock) as (_, client):
+        s = [
+            (await client.get("/echo/x", headers={"X-API-Key": starter.primary})).status_code
+            for _ in range(2)
+        ]
+        g = [
+            (await client.get("/echo/x", headers={"X-API-Key": gold.primary})).status_code
+            for _ in range(2)
+        ]
+    assert (s, g) == ([200, 429], [200, 200])
