@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from importlib.resources import files
 
-import httpx
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -81,7 +80,6 @@ def create_portal(
 ) -> Starlette:
     """The developer portal as an ASGI app; it expects full paths under ``/portal``."""
     config = portal_settings or PortalSettings()
-    http = httpx.AsyncClient(follow_redirects=False)
     portal = Portal(
         sessions,
         config,
@@ -90,7 +88,7 @@ def create_portal(
         ),
         ip_limiter=SlidingWindowLimiter(config.signin_attempts_per_ip, config.signin_window),
         oidc={
-            p.name: OidcClient(p, http, leeway=config.id_token_leeway, clock=clock)
+            p.name: OidcClient(p, leeway=config.id_token_leeway, clock=clock)
             for p in config.oidc_providers
         },
     )

@@ -62,13 +62,11 @@ class OidcClient:
     def __init__(
         self,
         provider: OidcProvider,
-        http: httpx.AsyncClient,
         *,
         leeway: int = 60,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.provider = provider
-        self.http = http
         self.leeway = leeway
         self.clock = clock
         self._metadata: tuple[float, dict[str, Any]] | None = None
@@ -76,7 +74,8 @@ class OidcClient:
 
     async def _get_json(self, url: str) -> dict[str, Any]:
         try:
-            response = await self.http.get(url, timeout=10)
+            async with httpx.AsyncClient(timeout=10) as http:
+                response = await http.get(url)
             response.raise_for_status()
             data = response.json()
         except (httpx.HTTPError, ValueError):
@@ -154,9 +153,10 @@ class OidcClient:
         elif secret:
             form["client_secret"] = secret
         try:
-            response = await self.http.post(
-                meta["token_endpoint"], data=form, auth=auth or httpx.USE_CLIENT_DEFAULT, timeout=10
-            )
+            async with httpx.AsyncClient(timeout=10) as http:
+                response = await http.post(
+                    meta["token_endpoint"], data=form, auth=auth or httpx.USE_CLIENT_DEFAULT
+                )
             data = response.json()
         except (httpx.HTTPError, ValueError):
             raise OidcError(
