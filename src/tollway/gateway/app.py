@@ -323,38 +323,36 @@ class Gateway:
         receive: Receive,
         send: Send,
         started: float,
+        *,
+        record: bool = True,
     ) -> tuple[int, int, int]:
-        """Forward, record the exchange, and return (status, bytes in, bytes out)."""
+        """Forward, record the exchange (unless told not to), return (status, in, out)."""
         method, client = request.method, request.scope.get("client")
+        outcome = await self._forward_once(route, request, receive, send)
+        if record:
+            status, bytes_in, bytes_out = outcome
+            self.record_exchange(
+                route, subscription_id, status, bytes_in, bytes_out, started, method, client
+            )
+        return outcome
+
+    async def _forward_once(
+        self, route: Route, request: UpstreamRequest, receive: Receive, send: Send
+    ) -> tuple[int, int, int]:
         try:
             result = await route.backend.forward(request, receive, send)
         except UpstreamTimeout as exc:
             logger.warning("api %s: %s", route.name, exc)
             await problems.send_problem(send, problems.BACKEND_TIMEOUT)
-            self.record_exchange(route, subscription_id, 504, 0, 0, started, method, client)
             return 504, 0, 0
         except UpstreamError as exc:
             logger.warning("api %s: %s", route.name, exc)
             await problems.send_problem(send, problems.BACKEND_UNREACHABLE)
-            self.record_exchange(route, subscription_id, 502, 0, 0, started, method, client)
             return 502, 0, 0
         except ResponseAborted as exc:
             # Headers already went out: all we can do is cut the connection short.
             logger.warning("api %s: response cut short: %s", route.name, exc)
-            self.record_exchange(
-                route, subscription_id, exc.status, 0, exc.bytes_out, started, method, client
-            )
             return exc.status, 0, exc.bytes_out
-        self.record_exchange(
-            route,
-            subscription_id,
-            result.status,
-            result.bytes_in,
-            result.bytes_out,
-            started,
-            method,
-            client,
-        )
         return result.status, result.bytes_in, result.bytes_out
 
     def record_exchange(

@@ -25,10 +25,6 @@ async def send_preflight(send: Send, preflight: Preflight) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class PolicedExchange:
     """One request through a policy chain on the ASGI path."""
 
@@ -49,8 +45,11 @@ class PolicedExchange:
         self.chain = pending.chain
         self.started = started
         self.response_started = False
+        self.too_large = False
+        self.body_seen = 0
 
     async def run(self, receive: Receive, send: Send) -> None:
+        raw_send = send
         send = self._editing(send)
         cache = self.chain.cache
         key = cache.key(self.pending.ctx, self.request.query) if cache else None
@@ -62,25 +61,32 @@ class PolicedExchange:
             receive = self._limited(receive)
         try:
             if self.chain.timeout is None:
-                _, bytes_in, bytes_out = await self._forward(receive, send)
+                status, bytes_in, bytes_out = await self._forward(receive, send)
             else:
                 async with asyncio.timeout(self.chain.timeout):
-                    _, bytes_in, bytes_out = await self._forward(receive, send)
+                    status, bytes_in, bytes_out = await self._forward(receive, send)
         except TimeoutError:
             if not self.response_started:
-                await problems.send_problem(send, problems.BACKEND_TIMEOUT)
+                await problems.send_problem(raw_send, problems.BACKEND_TIMEOUT)
             self._record(504, 0, 0)
             return
-        except BodyTooLarge:
+        if self.too_large:
             if not self.response_started:
-                await problems.send_problem(send, problems.REQUEST_TOO_LARGE)
-            self._record(413, 0, 0)
+                await problems.send_problem(raw_send, problems.REQUEST_TOO_LARGE)
+            self._record(413, self.body_seen, 0)
             return
+        self._record(status, bytes_in, bytes_out)
         self.gateway.policing.record_bytes(self.pending, bytes_in + bytes_out)
 
     async def _forward(self, receive: Receive, send: Send) -> tuple[int, int, int]:
         return await self.gateway._forward(
-            self.route, self.request, self.subscription_id, receive, send, self.started
+            self.route,
+            self.request,
+            self.subscription_id,
+            receive,
+            send,
+            self.started,
+            record=False,
         )
 
     def _record(self, status: int, bytes_in: int, bytes_out: int) -> None:
@@ -101,6 +107,8 @@ class PolicedExchange:
         edits = self.chain.header_edits
 
         async def edited(message: Message) -> None:
+            if self.too_large and not self.response_started:
+                return  # the backend's answer to a cut-off body is replaced by the 413
             if message["type"] == "http.response.start":
                 self.response_started = True
                 headers: Headers = list(message.get("headers", []))
@@ -112,15 +120,17 @@ class PolicedExchange:
         return edited
 
     def _limited(self, receive: Receive) -> Receive:
+        """Stop the body at the limit: the backend sees the client leave, the client a 413."""
         limit = self.chain.max_body or 0
-        seen = 0
 
         async def limited() -> Message:
-            nonlocal seen
+            if self.too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise BodyTooLarge
+            self.body_seen += len(message.get("body", b""))
+            if self.body_seen > limit:
+                self.too_large = True
+                return {"type": "http.disconnect"}
             return message
 
         return limited
