@@ -1,0 +1,149 @@
+"""A Redis that dies mid-run: the gateway keeps serving (no 5xx) and limits return with Redis.
+
+The Redis here is the test's own ``redis-server`` on a spare port, so killing it harms nobody.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import anyio
+import httpx
+import pytest
+import redis
+from sqlalchemy import Engine
+
+from tests.proofs.conftest import apply, in_process, make_gateway, subscribe
+from tests.servers import free_port
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+CONFIG = {
+    "backends": {"echo": {"app": "tollway.samples.echo:app"}},
+    "apis": {
+        "echo": {
+            "path": "/echo",
+            "backend": "echo",
+            "policies": [{"type": "rate-limit", "period": "5/60s"}],
+        }
+    },
+    "products": {"starter": {"apis": ["echo"]}},
+}
+
+
+@dataclass
+class SpareRedis:
+    """A redis-server of our own that the test can kill and start again on the same port."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+            finally:
+                client.close()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+def spare_redis() -> Iterator[SpareRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = SpareRedis(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+async def statuses(client: httpx.AsyncClient, key: str, count: int) -> list[int]:
+    return [
+        (await client.get("/echo/x", headers={"X-API-Key": key})).status_code for _ in range(count)
+    ]
+
+
+async def test_redis_outage_fails_open_and_recovers(
+    sqlite_engine: Engine,
+    sqlite_url: str,
+    spare_redis: SpareRedis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    apply(sqlite_engine, CONFIG)
+    key = subscribe(sqlite_engine, "starter")
+    gateway = make_gateway(sqlite_engine, sqlite_url, redis_url=spare_redis.url)
+    async with in_process(gateway) as client:
+        assert await statuses(client, key, 6) == [200] * 5 + [429]
+        spare_redis.kill()
+        assert await statuses(client, key, 10) == [200] * 10  # limits off, service on
+        spare_redis.start()  # empty: the counters start again
+        seen = await statuses_until_status(client, key, 429)
+    assert set(seen) <= {200, 429}
+    assert seen[-1] == 429
+    assert seen.count(200) >= 5
+    outage = [r.getMessage() for r in caplog.records if "redis" in r.getMessage()]
+    assert outage[0] == "redis unreachable: ConnectionError"  # once, not once per call
+    assert outage[1].startswith("redis reachable again after ")
+    assert len(outage) == 2
+
+
+async def statuses_until_status(client: httpx.AsyncClient, key: str, wanted: int) -> list[int]:
+    """Call until a reply has status ``wanted`` (bounded), returning every status seen."""
+    seen: list[int] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        seen += await statuses(client, key, 1)
+        if seen[-1] == wanted:
+            break
+        await anyio.sleep(0.02)  # the store waits about a second before retrying Redis
+    return seen
+
+
+async def test_redis_outage_fails_closed_when_configured(
+    sqlite_engine: Engine, sqlite_url: str, spare_redis: SpareRedis
+) -> None:
+    apply(sqlite_engine, CONFIG)
+    key = subscribe(sqlite_engine, "starter")
+    gateway = make_gateway(
+        sqlite_engine, sqlite_url, redis_url=spare_redis.url, limits_fail_closed=True
+    )
+    async with in_process(gateway) as client:
+        assert await statuses(client, key, 1) == [200]
+        spare_redis.kill()
+        refused = await client.get("/echo/x", headers={"X-API-Key": key})
+        assert refused.status_code == 503
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"] == "/-/problems/limits-unavailable"
+        assert refused.headers["retry-after"] == "1"
+        spare_redis.start()
+        seen = await statuses_until_status(client, key, 200)
+    assert set(seen) <= {200, 503}
+    assert seen[-1] == 200
