@@ -1,10 +1,10 @@
 """validate-jwt: require a bearer JWT signed by the issuer's keys (JWKS over HTTP, cached).
 
 Checks signature (RS*/ES*/PS*/EdDSA), ``iss``, ``aud``, ``exp``/``nbf`` (with ``leeway``) and
-``required_claims``. Unknown ``kid``: the JWKS is fetched again (at most every 30 s), so key
-rotation at the issuer just works. Produces: 401 ``/-/problems/invalid-token`` with
-``WWW-Authenticate: Bearer error="invalid_token"``. ``claims_to_headers`` forwards claims to the
-backend as headers.
+``required_claims``. Unknown ``kid``: the JWKS is fetched again (at most every
+``min_refetch_seconds``), so key rotation at the issuer just works. Produces: 401
+``/-/problems/invalid-token`` with ``WWW-Authenticate: Bearer error="invalid_token"``.
+``claims_to_headers`` forwards claims to the backend as headers.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from tollway.types import Headers
 
 logger = logging.getLogger("tollway.policies")
 
-REFETCH_AFTER = 30.0
-
 
 class JwtConfig(PolicyConfig):
     issuer: str = Field(description="Expected iss; also where discovery starts.")
@@ -42,6 +40,9 @@ class JwtConfig(PolicyConfig):
     )
     leeway: float = Field(30, ge=0, le=600, description="Clock skew allowed, seconds.")
     cache_seconds: float = Field(600, ge=1, description="How long a fetched JWKS is used.")
+    min_refetch_seconds: float = Field(
+        30, ge=0, description="Least time between fetches caused by unknown key ids."
+    )
 
 
 class JwksCache:
@@ -57,7 +58,7 @@ class JwksCache:
         fresh = time.monotonic() - self.fetched_at < self.config.cache_seconds
         if fresh and (kid in self.keys or (kid is None and len(self.keys) == 1)):
             return self._pick(kid)
-        if not fresh or time.monotonic() - self.fetched_at > REFETCH_AFTER:
+        if not fresh or time.monotonic() - self.fetched_at >= self.config.min_refetch_seconds:
             async with self.lock:
                 await self._fetch()
         return self._pick(kid)
@@ -79,7 +80,9 @@ class JwksCache:
             keys = jwt.PyJWKSet.from_dict(reply).keys
         except (httpx.HTTPError, ValueError, KeyError, jwt.PyJWTError) as exc:
             logger.warning("validate-jwt: cannot fetch keys for %s: %s", self.config.issuer, exc)
-            self.fetched_at = time.monotonic() - self.config.cache_seconds + REFETCH_AFTER
+            # Try again after min_refetch_seconds, not on every request.
+            self.fetched_at = time.monotonic() - self.config.cache_seconds
+            self.fetched_at += self.config.min_refetch_seconds
             return
         self.keys = {str(key.key_id): key for key in keys if key.key_id} or {
             str(i): key for i, key in enumerate(keys)
