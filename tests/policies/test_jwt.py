@@ -94,7 +94,7 @@ async def test_valid_tokens_pass_and_claims_reach_the_backend(
         (lambda i: i.token(exp=int(time.time()) - 3600), "expired"),
         (lambda i: i.token(aud="someone-else"), "audience"),
         (lambda i: i.token(iss="https://evil.test"), "another issuer"),
-        (lambda i: jwt.encode({"sub": "x", "exp": 2**33}, "k" * 32, algorithm="HS256"), "signature"),
+        (lambda i: jwt.encode({"sub": "x", "exp": 2**33}, "k" * 32, "HS256"), "signature"),
     ],
 )
 async def test_bad_tokens_get_401_with_a_reason(
