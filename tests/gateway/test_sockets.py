@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import socket
 import tracemalloc
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ from tollway.samples.echo import app as echo_app
 from tollway.services import subscriptions, users
 from tollway.settings import Settings
 
+from ..conftest import REDIS_URL, require_service
 from ..servers import free_port, serve_in_thread
 from .conftest import SECRET, apply
 from .test_usage import usage_rows
@@ -317,3 +319,54 @@ def test_gateway_pages_are_served_beside_the_api(gateway_url: str) -> None:
     assert httpx.get(f"{gateway_url}/-/health").status_code == 200
     assert httpx.get(f"{gateway_url}/nowhere").status_code == 404
     assert httpx.get(f"{gateway_url}/docs").status_code == 200
+
+
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_policies_apply_on_both_paths(
+    sqlite_engine: Engine, sqlite_url: str, upstream: str, protocol: str, store: str
+) -> None:
+    nonce = uuid.uuid4().hex[:8]  # fresh Redis counters for every run
+    cfg = socket_config(upstream)
+    cfg["named_values"] = {"backend-key": {"value": "bk-secret", "secret": True}}
+    cfg["apis"]["limited"] = {
+        "path": "/limited",
+        "backend": "echo",
+        "subscription_required": False,
+        "policies": [
+            {"type": "cors", "origins": ["https://app.example.com"]},
+            {"type": "rate-limit", "calls": 2, "period": 60, "key": "ip", "name": f"r{nonce}"},
+            {
+                "type": "set-header",
+                "request": {"x-backend-key": "{{backend-key}}"},
+                "response": {"x-served-by": "tollway"},
+            },
+        ],
+    }
+    apply(sqlite_engine, cfg)
+    redis_url = "memory://" if store == "memory" else require_service(REDIS_URL, "redis")
+    settings = Settings(
+        database_url=sqlite_url,
+        secret_key=SECRET,  # type: ignore[arg-type]
+        redis_url=redis_url,
+    )
+    gateway = create_gateway(settings, engine=sqlite_engine)
+    origin = {"Origin": "https://app.example.com"}
+    with (
+        serve_in_thread(gateway, lifespan="on", http=PROTOCOLS[protocol]) as base,
+        httpx.Client(base_url=base) as client,
+    ):
+        preflight = client.options(
+            "/limited/x", headers={**origin, "Access-Control-Request-Method": "GET"}
+        )
+        answers = [client.get("/limited/x", headers=origin) for _ in range(3)]
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+    first, _, refused = answers
+    assert [r.status_code for r in answers] == [200, 200, 429]
+    assert dict(first.json()["headers"])["x-backend-key"] == "bk-secret"
+    assert first.headers["x-served-by"] == "tollway"
+    assert first.headers["ratelimit"].startswith(f'"r{nonce}";r=1;')
+    assert first.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert 1 <= int(refused.headers["retry-after"]) <= 120
+    assert refused.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert refused.json()["type"] == "/-/problems/rate-limited"
