@@ -1,0 +1,144 @@
+"""The portal in a real headless Chromium: sign up, subscribe, copy the key, call the API,
+see the call in the usage chart. A screenshot of each page goes to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import Engine
+
+from tests.conftest import REQUIRE_SERVICES
+from tests.gateway.conftest import SECRET, apply
+from tests.portal.conftest import ADMIN_EMAIL, PASSWORD, PORTAL_CONFIG
+from tests.servers import serve_in_thread
+from tollway.db.models import UserRole
+from tollway.db.session import session_factory, transaction
+from tollway.gateway.app import create_gateway
+from tollway.services import users
+from tollway.services.passwords import hash_password
+from tollway.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("TOLLWAY_TEST_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).parents[2] / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def base_url(sqlite_engine: Engine, sqlite_url: str) -> Iterator[str]:
+    apply(sqlite_engine, PORTAL_CONFIG)
+    with transaction(session_factory(sqlite_engine)) as session:
+        users.create_user(
+            session, ADMIN_EMAIL, role=UserRole.admin, password_hash=hash_password(PASSWORD)
+        )
+    settings = Settings(
+        database_url=sqlite_url,
+        secret_key=SECRET,  # type: ignore[arg-type]
+        refresh_interval=0.2,
+        usage_flush_interval=0.2,
+    )
+    with serve_in_thread(create_gateway(settings, engine=sqlite_engine), lifespan="on") as url:
+        yield url
+
+
+def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
+def call_until_admitted(url: str, key: str) -> httpx.Response:
+    """The gateway learns of a new key at its next poll (0.2 s here); wait for that."""
+    deadline = time.monotonic() + 10
+    while True:
+        response = httpx.get(url, headers={"X-API-Key": key})
+        if response.status_code != 401 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)
+
+
+def test_sign_up_subscribe_copy_key_call_api_and_see_usage(browser: Browser, base_url: str) -> None:
+    context = browser.new_context(base_url=base_url, viewport={"width": 1100, "height": 800})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base_url)
+    page = context.new_page()
+
+    page.goto("/portal/")
+    expect(page.get_by_role("heading", name="Names")).to_be_visible()
+    shot(page, "01-catalogue")
+
+    page.get_by_role("link", name="Sign up").click()
+    page.get_by_label("Name").fill("Browser Developer")
+    page.get_by_label("E-mail").fill("browser@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    shot(page, "02-sign-up")
+    page.get_by_role("button", name="Sign up").click()
+    expect(page.get_by_role("status")).to_contain_text("sign in below")
+
+    page.get_by_label("Password").fill(PASSWORD)
+    shot(page, "03-sign-in")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_label("Signed in as")).to_have_text("Browser Developer")
+
+    page.get_by_role("link", name="Account").click()
+    page.get_by_label("Product").select_option("starter")
+    page.get_by_role("button", name="Subscribe", exact=True).click()
+    page.get_by_role("button", name="Copy").first.click()
+    expect(page.locator(".copied").first).to_have_text("Copied")
+    key = page.evaluate("navigator.clipboard.readText()")
+    assert key == page.get_by_label("Primary key").input_value()
+    assert key.startswith("tw_")
+    shot(page, "04-account-new-keys")
+
+    response = call_until_admitted(f"{base_url}/names/generate_name", key)
+    assert response.status_code == 200
+
+    page.get_by_role("link", name="Account").click()
+    assert key not in page.content()  # shown once only
+    shot(page, "05-account")
+    page.get_by_role("link", name="Usage of subscription").click()
+    for _ in range(50):  # usage reaches the store at the gateway's next flush (0.2 s here)
+        if "1 call in this period" in page.content():
+            break
+        page.wait_for_timeout(100)
+        page.reload()
+    expect(page.get_by_text("1 call in this period")).to_be_visible()
+    chart = page.get_by_role("img", name="Chart of calls per hour")
+    expect(chart).to_be_visible()
+    # decode() waits for the SVG to load and rejects if it cannot be shown
+    assert chart.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
+    shot(page, "06-usage")
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("link", name="Sign in", exact=True)).to_be_visible()
+    context.close()
+
+
+def test_admin_pages_in_the_browser(browser: Browser, base_url: str) -> None:
+    context = browser.new_context(base_url=base_url, viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    page.goto("/portal/admin")
+    expect(page).to_have_url(f"{base_url}/portal/signin?next_url=%2Fportal%2Fadmin")
+    page.get_by_label("E-mail").fill(ADMIN_EMAIL)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_role("heading", name="Administration")).to_be_visible()
+    shot(page, "07-admin")
+    context.close()
