@@ -314,3 +314,22 @@ def test_values_longer_than_the_database_allows_are_reported(
     assert caught.value.messages == [
         "products.starter.title: at most 200 characters (this one has 201)"
     ]
+
+
+def test_policies_referring_to_missing_or_secret_values_are_refused(
+    sessions: sessionmaker[Session],
+) -> None:
+    missing = BASE + (
+        "policies:\n  - type: set-header\n    request: {x-functions-key: '{{nowhere}}'}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        apply(sessions, missing)
+    assert caught.value.messages == ["policies: no named value 'nowhere'"]
+    leaking = BASE + (
+        "policies:\n  - type: set-header\n    response: {x-key: '{{function-app-key}}'}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        apply(sessions, leaking)
+    assert caught.value.messages == [
+        "policies: secret named value 'function-app-key' cannot go in a response header"
+    ]

@@ -323,6 +323,7 @@ def apply_config(
     With ``dry_run`` nothing is written. Applying the same config twice yields an empty plan.
     """
     with transaction(sessions_factory) as session:
+        _check_policies_build(session, config)
         plan, current = _plan(session, config, prune, secret_box)
         if dry_run or plan.empty:
             return plan
@@ -330,6 +331,31 @@ def apply_config(
         record_change(session, ChangeKind.config)
         session.flush()
     return plan
+
+
+def _check_policies_build(session: Session, config: TollwayConfig) -> None:
+    """Build every policy once, so references the file alone cannot check (named values that
+    do not exist, a secret in a response header) fail here rather than in the gateway."""
+    from tollway.policies.chain import build_scope
+
+    secrets = {nv.name: nv.secret for nv in session.scalars(select(NamedValue))}
+    secrets.update({name: spec.secret for name, spec in config.named_values.items()})
+    values = dict.fromkeys(secrets, "x")
+    secret_names = frozenset(name for name, secret in secrets.items() if secret)
+    scopes: list[tuple[str, list[dict[str, Any]]]] = [("policies", config.policies)]
+    scopes += [(f"products.{n}.policies", p.policies) for n, p in config.products.items()]
+    for name, api in config.apis.items():
+        scopes.append((f"apis.{name}.policies", api.policies))
+        for index, op in enumerate(api.operations):
+            scopes.append((f"apis.{name}.operations[{index}].policies", op.policies))
+    problems = []
+    for place, entries in scopes:
+        try:
+            build_scope(entries, place, values, secret_names)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(problems)
 
 
 def _names(plan: Plan, kind: str, *actions: Action) -> list[str]:
