@@ -100,7 +100,7 @@ def serve(
 @app.command()
 def demo(host: HostOption = None, port: PortOption = None) -> None:
     """Run the demo: gateway + docs + sample APIs on ./tollway-demo.db, with a demo key."""
-    from tollway.demo.setup import DATABASE_FILE, demo_secret_key, prepare_demo
+    from tollway.demo.setup import DATABASE_FILE, demo_secret_key, portal_lines, prepare_demo
     from tollway.server import check_port_free, configure_logging
     from tollway.server import serve as run
 
@@ -132,6 +132,8 @@ def demo(host: HostOption = None, port: PortOption = None) -> None:
                 "Try it:",
                 f'  curl -H "X-API-Key: {demo_key.key}" "{base}/names/generate_name?starts_with=n"',
                 f"  API docs: {base}/docs  (names API: {base}/docs/names)",
+                "",
+                *portal_lines(base, demo_key),
                 "",
             ]
         )

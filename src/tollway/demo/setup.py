@@ -8,17 +8,20 @@ from importlib.resources import files
 from pathlib import Path
 
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from tollway.config.apply import apply_config
 from tollway.config.loader import load_config
 from tollway.crypto import SecretBox
 from tollway.db.migrate import upgrade
-from tollway.db.models import Subscription, SubscriptionState, UserRole
+from tollway.db.models import Subscription, SubscriptionState, User, UserRole
 from tollway.db.session import session_factory, transaction
+from tollway.services.passwords import hash_password
 from tollway.services.subscriptions import create_subscription, get_product, regenerate_key
 from tollway.services.users import create_user, find_user
 
 DEMO_EMAIL = "demo@example.com"
+DEMO_ADMIN = "admin@example.com"
 DEMO_PRODUCT = "starter"
 DATABASE_FILE = "tollway-demo.db"
 SECRET_FILE = "tollway-demo.secret"  # noqa: S105 (a file name, not a secret)
@@ -29,6 +32,8 @@ class DemoKey:
     email: str
     subscription_id: int
     key: str
+    # Portal sign-ins (e-mail, password, role) made by this run: shown once, stored as hashes.
+    new_logins: tuple[tuple[str, str, str], ...] = ()
 
 
 def demo_secret_key(directory: Path) -> str:
@@ -66,8 +71,34 @@ def prepare_demo(engine: Engine, secret_box: SecretBox) -> DemoKey:
                 Subscription.state == SubscriptionState.active,
             )
         )
+        logins = portal_logins(session, user)
         if subscription is None:
             issued = create_subscription(session, user, product, name="Demo subscription")
-            return DemoKey(user.email, issued.subscription.id, issued.primary)
+            return DemoKey(user.email, issued.subscription.id, issued.primary, logins)
         key = regenerate_key(session, subscription, "primary")
-        return DemoKey(user.email, subscription.id, key)
+        return DemoKey(user.email, subscription.id, key, logins)
+
+
+def portal_logins(session: Session, developer: User) -> tuple[tuple[str, str, str], ...]:
+    """Give the demo admin and developer portal passwords, once (only hashes are kept)."""
+    made = []
+    admin = find_user(session, DEMO_ADMIN) or create_user(
+        session, DEMO_ADMIN, name="Demo Admin", role=UserRole.admin
+    )
+    for user in (admin, developer):
+        if user.password_hash is None:
+            password = secrets.token_urlsafe(12)
+            user.password_hash = hash_password(password)
+            made.append((user.email, password, str(user.role)))
+    return tuple(made)
+
+
+def portal_lines(base: str, demo: DemoKey) -> list[str]:
+    """What ``tollway demo`` prints about the portal; passwords only on the run that made them."""
+    lines = [f"Developer portal: {base}/portal/"]
+    if not demo.new_logins:
+        return [*lines, f"  sign-ins for {DEMO_ADMIN} and {demo.email} were shown on the first run"]
+    lines += [
+        f"  {role:9}  {email}  password: {password}" for email, password, role in demo.new_logins
+    ]
+    return [*lines, "  (shown this once: only password hashes are kept)"]
