@@ -38,6 +38,7 @@ def serve_in_thread(app: ASGIApp, *, lifespan: str = "auto", http: Any = "auto")
         host="127.0.0.1",
         port=0,
         http=http,
+        proxy_headers=False,  # as `tollway serve`: Tollway applies its own trusted-proxy rules
         lifespan=lifespan,  # type: ignore[arg-type]
         access_log=False,
         log_level="warning",

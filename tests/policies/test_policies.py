@@ -134,6 +134,7 @@ async def test_cache_serves_repeats_and_respects_the_backend(
         no_store = [await client.get("/open/with-headers?Cache-Control=no-store") for _ in range(2)]
         cookie = [await client.get("/open/with-headers?Set-Cookie=a%3D1") for _ in range(2)]
         post = [await client.post("/open/doc?q=1") for _ in range(2)]
+        head = await client.head("/open/doc?q=1")
     assert first.headers["x-cache"] == "MISS" and second.headers["x-cache"] == "HIT"
     assert second.json()["served"] == first.json()["served"]  # the backend was not called
     assert "age" in second.headers
@@ -141,6 +142,8 @@ async def test_cache_serves_repeats_and_respects_the_backend(
     assert [r.headers["x-cache"] for r in no_store] == ["MISS", "MISS"]
     assert [r.headers["x-cache"] for r in cookie] == ["MISS", "MISS"]
     assert all("x-cache" not in r.headers for r in post)
+    assert head.headers["x-cache"] == "HIT"  # answered from the GET entry, without a body
+    assert head.headers["content-length"] == first.headers["content-length"]
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:

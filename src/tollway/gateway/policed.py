@@ -56,7 +56,8 @@ class PolicedExchange:
         if key is not None:
             if await self._serve_cached(key, send):
                 return
-            send = self._capturing(key, send)
+            if self.request.method == "GET":
+                send = self._capturing(key, send)
         if self.chain.max_body is not None:
             receive = self._limited(receive)
         try:

@@ -60,7 +60,8 @@ class CachePolicy:
             return None
         pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
         kept = sorted(p for p in pairs if self.all_query or p[0] in self.query)
-        parts = [ctx.method, ctx.path.decode("latin-1"), repr(kept)]
+        # HEAD is answered from the GET entry (same headers, no body); only GETs are stored.
+        parts = ["GET", ctx.path.decode("latin-1"), repr(kept)]
         parts += [repr(ctx.header(h)) for h in self.headers]
         if self.per_subscription:
             parts.append(str(ctx.grant.subscription_id if ctx.grant else 0))
