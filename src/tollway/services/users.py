@@ -95,3 +95,10 @@ def get_user_by_id(session: Session, user_id: int) -> User:
     if user is None:
         raise NotFound(f"no user with id {user_id}")
     return user
+
+
+def set_password(session: Session, user: User, password: str) -> None:
+    """Give ``user`` a new password (strength-checked, stored as an argon2id hash)."""
+    check_strength(password, user.email)
+    user.password_hash = hash_password(password)
+    session.flush()
