@@ -17,6 +17,10 @@ import yaml
 from tests.servers import VENV_BIN
 
 REPO = Path(__file__).resolve().parents[2]
+# uvicorn re-raises the SIGTERM it handled once its graceful shutdown is complete, so the exit
+# status is "killed by SIGTERM" (or 0); systemd, Docker and Kubernetes all treat that as a
+# clean stop of a process they sent SIGTERM to.
+CLEAN_EXIT = (0, -signal.SIGTERM)
 DEPLOY = REPO / "deploy"
 
 

@@ -12,7 +12,6 @@ import datetime
 import ipaddress
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import time
@@ -37,15 +36,12 @@ from tollway.db.session import make_engine, session_factory, transaction
 from tollway.samples import echo
 from tollway.services import subscriptions, users
 
-from .helpers import DEPLOY, process_env, running, stop, wait_http
+from .helpers import CLEAN_EXIT, DEPLOY, process_env, running, stop, wait_http
 
 NGINX = "/usr/sbin/nginx"
 SAMPLE = DEPLOY / "nginx" / "tollway.conf"
 CLIENT_ADDRESS = "127.0.0.2"
 SECRET = "test-secret-key-0123456789"
-# A single uvicorn process re-raises the SIGTERM it handled once shutdown is complete (so
-# systemd and Docker see "stopped by SIGTERM", which both treat as a clean stop).
-CLEAN_EXIT = (0, -signal.SIGTERM)
 
 
 def write_certificate(directory: Path) -> tuple[Path, Path]:
