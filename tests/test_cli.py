@@ -143,6 +143,12 @@ def test_port_in_use_is_one_line(sqlite_url: str) -> None:
     assert f"port {port}" in line and "in use" in line
 
 
+def test_workers_without_shared_counters_are_refused(sqlite_url: str) -> None:
+    result = run_cli("serve", "--workers", "2", "--port", "0", env=tollway_env(sqlite_url))
+    line = one_line_error(result)
+    assert "--workers 2 needs shared counters" in line and "TOLLWAY_REDIS_URL" in line
+
+
 def test_help_everywhere() -> None:
     for args in (
         [],
