@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import REDIS_URL
 from tests.servers import free_port, tollway_env
 
 from .helpers import CLEAN_EXIT, DEPLOY, REPO, process_env, running, stop, wait_http
@@ -108,6 +109,13 @@ def test_dockerignore_keeps_the_context_small_but_complete() -> None:
     assert not ignored & {"src", "deploy", "requirements.lock", "pyproject.toml", "README.md"}
 
 
+def shared_counters() -> dict[str, str]:
+    """More than one worker needs Redis for shared counters (or an explicit opt-out)."""
+    if REDIS_URL:
+        return {"TOLLWAY_REDIS_URL": REDIS_URL}
+    return {"TOLLWAY_ALLOW_MEMORY_WITH_WORKERS": "true"}
+
+
 def healthcheck(port: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(HEALTHCHECK)],
@@ -129,6 +137,7 @@ def test_entrypoint_migrates_serves_with_workers_and_stops_on_sigterm(tmp_path: 
             TOLLWAY_HOST="127.0.0.1",
             TOLLWAY_PORT=str(port),
             TOLLWAY_WORKERS="2",
+            **shared_counters(),
         )
     )
     # Same script, same argument as the image's ENTRYPOINT + CMD.
