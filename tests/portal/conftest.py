@@ -108,11 +108,11 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def portal_settings(sqlite_url: str) -> Settings:
+def portal_settings(database_url: str) -> Settings:
     # Usage is flushed by the tests themselves: a background flush racing a test's own flush
     # could still be writing when the test reads the usage page.
     return Settings(
-        database_url=sqlite_url,
+        database_url=database_url,
         secret_key=SECRET,  # type: ignore[arg-type]
         usage_flush_interval=3600,
     )
@@ -126,17 +126,17 @@ def portal_env() -> dict[str, str]:
 
 @pytest.fixture
 async def portal(
-    sqlite_engine: Engine,
+    engine: Engine,
     portal_settings: Settings,
     portal_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Portal]:
     for name, value in portal_env.items():
         monkeypatch.setenv(name, value)
-    apply(sqlite_engine, PORTAL_CONFIG)
-    gateway = create_gateway(portal_settings, engine=sqlite_engine)
+    apply(engine, PORTAL_CONFIG)
+    gateway = create_gateway(portal_settings, engine=engine)
     await gateway.startup()
     transport = httpx.ASGITransport(app=gateway, client=("203.0.113.9", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-        yield Portal(gateway, client, session_factory(sqlite_engine))
+        yield Portal(gateway, client, session_factory(engine))
     await gateway.shutdown()

@@ -46,10 +46,10 @@ def provider_issuer(issuer: str) -> str:
 
 @pytest.fixture
 async def oidc_portal(
-    sqlite_engine: Engine, portal_settings: Settings, provider_issuer: str, clock_offset: float
+    engine: Engine, portal_settings: Settings, provider_issuer: str, clock_offset: float
 ) -> AsyncIterator[Portal]:
-    apply(sqlite_engine, PORTAL_CONFIG)
-    gateway = create_gateway(portal_settings, engine=sqlite_engine)
+    apply(engine, PORTAL_CONFIG)
+    gateway = create_gateway(portal_settings, engine=engine)
     provider = OidcProvider(
         name="test",
         title="Test IdP",
@@ -69,7 +69,7 @@ async def oidc_portal(
     await gateway.startup()
     mounts = {"http://gateway.test": httpx.ASGITransport(app=gateway)}
     async with httpx.AsyncClient(mounts=mounts, base_url="http://gateway.test") as client:
-        yield Portal(gateway, client, session_factory(sqlite_engine))
+        yield Portal(gateway, client, session_factory(engine))
     await gateway.shutdown()
 
 
