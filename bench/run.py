@@ -2,9 +2,10 @@
 
 Usage: ``.venv/bin/python bench/run.py [--quick] [--duration SECONDS]`` (see bench/README.md).
 
-Starts the upstream (raw ASGI under uvicorn), nginx and Tollway in front of it, each pinned to
-one CPU, drives every target with wrk pinned to another CPU at 50 connections then 1, and
-reports req/s, latency and the servers' CPU time per request read from /proc. Every process it
+Starts the upstream (raw ASGI under uvicorn), then nginx and Tollway in front of it (key auth
+alone; with rate-limit + quota on memory stores; the same on Redis), each pinned to one CPU,
+drives every target with wrk pinned to another CPU at 50 connections then 1, and reports req/s,
+latency and the servers' CPU time per request read from /proc. Every process it
 starts is stopped on the way out, also on Ctrl-C.
 """
 
@@ -17,6 +18,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -29,12 +31,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 NGINX = "/usr/sbin/nginx"
-TARGETS = ("upstream", "nginx", "tollway")
+TARGETS = ("upstream", "nginx", "tollway", "tollway-policies", "tollway-redis")
+TOLLWAY_VARIANTS = ("tollway", "tollway-policies", "tollway-redis")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+EVAL_COMMANDS = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_evalsha_ro", "cmdstat_eval_ro")
+POLICY_COST_TARGET_US = 10.0
+REDIS_RATIO_TARGET = 1.5
 CONNECTIONS = (50, 1)
 KEY_PATTERN = re.compile(r"tw_[0-9A-Za-z]{46}")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -59,9 +69,19 @@ TOLLWAY_CONFIG = """\
 backends:
   upstream: {{url: "http://127.0.0.1:{upstream_port}"}}
 apis:
-  bench: {{path: /bench, backend: upstream}}
-products:
+  bench:
+    path: /bench
+    backend: upstream
+{policies}products:
   bench: {{apis: [bench]}}
+"""
+
+# Limits no run reaches, so every request pays the full check and none is refused. The nonce
+# in the names changes the policies' counter keys, so a run never inherits counts in Redis.
+BENCH_POLICIES = """\
+    policies:
+      - {{type: rate-limit, calls: 1000000000, period: 60, name: bench-{nonce}}}
+      - {{type: quota, calls: 1000000000, period: month, name: bench-q-{nonce}}}
 """
 
 
@@ -84,6 +104,23 @@ class Server:
 
 
 @dataclass
+class RedisWatch:
+    """The Redis a target uses: its command counts and (when local) its server's CPU."""
+
+    client: redis.Redis
+    pid: int | None
+
+    def snapshot(self) -> tuple[int, float | None]:
+        """EVAL/EVALSHA calls so far (each one round trip) and the Redis server's CPU seconds.
+
+        Only the script calls: commandstats also counts every command a script runs inside Redis.
+        """
+        stats = self.client.info("commandstats")
+        evals = sum(int(stats.get(name, {}).get("calls", 0)) for name in EVAL_COMMANDS)
+        return evals, None if self.pid is None else cpu_seconds(self.pid)
+
+
+@dataclass
 class Target:
     """What wrk drives: a path on ``server``, with request headers."""
 
@@ -91,6 +128,7 @@ class Target:
     server: Server
     path: str = "/bench/x"
     headers: dict[str, str] = field(default_factory=dict)
+    redis: RedisWatch | None = None
 
     @property
     def url(self) -> str:
@@ -124,6 +162,9 @@ class Run:
     errors: dict[str, int]
     proxy_cpu_us: float | None
     upstream_cpu_us: float
+    redis_cpu_us: float | None = None
+    redis_evals: int | None = None  # EVAL + EVALSHA calls during the run (any client)
+    redis_round_trips: float | None = None  # redis_evals per request completed
 
 
 # --- arguments and ports --------------------------------------------------------------------
@@ -138,6 +179,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--upstream-port", type=int, default=18081)
     parser.add_argument("--nginx-port", type=int, default=18082)
     parser.add_argument("--tollway-port", type=int, default=18083)
+    parser.add_argument("--tollway-policies-port", type=int, default=18084)
+    parser.add_argument("--tollway-redis-port", type=int, default=18085)
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="Redis of tollway-redis")
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset")
     parser.add_argument("--wrk-cpu", type=int, default=0, help="CPU wrk is pinned to")
     parser.add_argument("--server-cpu", type=int, default=1, help="CPU all servers are pinned to")
@@ -159,6 +203,8 @@ def needed_ports(args: argparse.Namespace) -> dict[str, int]:
         "upstream": args.upstream_port,
         "nginx": args.nginx_port,
         "tollway": args.tollway_port,
+        "tollway-policies": args.tollway_policies_port,
+        "tollway-redis": args.tollway_redis_port,
     }
     return {name: port for name, port in ports.items() if name in args.targets}
 
@@ -180,7 +226,8 @@ def check_ports(ports: dict[str, int]) -> None:
     if busy:
         raise BenchError(
             f"already in use: {', '.join(busy)}. Stop what listens there (see `ss -ltnp`) "
-            "or choose other ports (--upstream-port, --nginx-port, --tollway-port)."
+            "or choose other ports (--upstream-port, --nginx-port, --tollway-port, "
+            "--tollway-policies-port, --tollway-redis-port)."
         )
     if len(set(ports.values())) != len(ports):
         raise BenchError(f"ports must differ: {ports}")
@@ -371,7 +418,7 @@ def verify_owner(server: Server) -> None:
         )
 
 
-# --- the three targets ------------------------------------------------------------------------
+# --- the targets ------------------------------------------------------------------------
 
 
 def start_upstream(args: argparse.Namespace, workdir: Path) -> Target:
@@ -415,11 +462,11 @@ def start_nginx(args: argparse.Namespace, workdir: Path) -> Target:
     return Target("nginx", server)
 
 
-def tollway_env(workdir: Path) -> dict[str, str]:
-    """Environment for the tollway commands: our database, memory stores, no access log."""
+def tollway_env(workdir: Path, redis_url: str) -> dict[str, str]:
+    """Environment for the tollway commands: our database, our stores, no access log."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("TOLLWAY_")}
     env["TOLLWAY_DATABASE_URL"] = f"sqlite:///{workdir}/bench.db"
-    env["TOLLWAY_REDIS_URL"] = "memory://"
+    env["TOLLWAY_REDIS_URL"] = redis_url
     env["TOLLWAY_ACCESS_LOG"] = "false"
     return env
 
@@ -449,29 +496,92 @@ def run_tollway_command(command: list[str], env: dict[str, str], workdir: Path) 
     return done.stdout
 
 
-def start_tollway(args: argparse.Namespace, workdir: Path) -> Target:
-    """Configure Tollway in a fresh SQLite store, subscribe a user, and serve (one worker)."""
+def start_tollway_variant(
+    args: argparse.Namespace, workdir: Path, name: str, port: int, redis_url: str, policies: str
+) -> Target:
+    """Configure Tollway in a fresh SQLite store of its own, subscribe a user, serve (1 worker)."""
     tollway = str(Path(sys.executable).parent / "tollway")
     if not Path(tollway).exists():
         raise TargetUnavailable(f"{tollway} not found (is the package installed in the venv?)")
-    config = workdir / "tollway.yaml"
-    config.write_text(TOLLWAY_CONFIG.format(upstream_port=args.upstream_port))
-    env = tollway_env(workdir)
+    home = workdir / name
+    home.mkdir()
+    config = home / "tollway.yaml"
+    config.write_text(TOLLWAY_CONFIG.format(upstream_port=args.upstream_port, policies=policies))
+    env = tollway_env(home, redis_url)
     output = "".join(
-        run_tollway_command(step, env, workdir) for step in tollway_setup(tollway, config)
+        run_tollway_command(step, env, home) for step in tollway_setup(tollway, config)
     )
     keys = KEY_PATTERN.findall(output)
     if not keys:
         raise TargetUnavailable("no `tw_...` key in the output of `tollway subscription create`")
     command = [
         *pin_prefix(args, args.server_cpu),
-        tollway, "serve", "--host", "127.0.0.1", "--port", str(args.tollway_port),
+        tollway, "serve", "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
-    server = start_server("tollway", command, args.tollway_port, workdir, env)
-    return Target("tollway", server, headers={"X-API-Key": keys[-1]})
+    server = start_server(name, command, port, workdir, env)
+    return Target(name, server, headers={"X-API-Key": keys[-1]})
 
 
-STARTERS = {"upstream": start_upstream, "nginx": start_nginx, "tollway": start_tollway}
+def start_tollway(args: argparse.Namespace, workdir: Path) -> Target:
+    """Tollway with key auth and usage recording only."""
+    return start_tollway_variant(args, workdir, "tollway", args.tollway_port, "memory://", "")
+
+
+def start_tollway_policies(args: argparse.Namespace, workdir: Path) -> Target:
+    """Tollway with key auth, usage, rate-limit and quota on memory stores."""
+    policies = BENCH_POLICIES.format(nonce=secrets.token_hex(4))
+    port = args.tollway_policies_port
+    return start_tollway_variant(args, workdir, "tollway-policies", port, "memory://", policies)
+
+
+def shown_url(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def redis_server_pid(client: redis.Redis) -> int | None:
+    """The Redis server's pid when it runs on this machine (its /proc entry is redis-server)."""
+    pid = int(client.info("server").get("process_id", 0))
+    try:
+        command = Path(f"/proc/{pid}/comm").read_text()
+    except OSError:
+        return None
+    return pid if pid and command.startswith("redis") else None
+
+
+def connect_redis(url: str) -> RedisWatch:
+    """A client for ``url`` that answered PING, or TargetUnavailable saying why not."""
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        client.ping()
+        return RedisWatch(client, redis_server_pid(client))
+    except (redis.RedisError, OSError, ValueError) as exc:
+        raise TargetUnavailable(
+            f"Redis at {shown_url(url)} does not answer PING ({type(exc).__name__}: {exc}); "
+            "start it or pass --redis-url"
+        ) from None
+
+
+def start_tollway_redis(args: argparse.Namespace, workdir: Path) -> Target:
+    """The policy configuration of tollway-policies with its counters in Redis."""
+    watch = connect_redis(args.redis_url)
+    policies = BENCH_POLICIES.format(nonce=secrets.token_hex(4))
+    port = args.tollway_redis_port
+    target = start_tollway_variant(args, workdir, "tollway-redis", port, args.redis_url, policies)
+    target.redis = watch
+    return target
+
+
+STARTERS = {
+    "upstream": start_upstream,
+    "nginx": start_nginx,
+    "tollway": start_tollway,
+    "tollway-policies": start_tollway_policies,
+    "tollway-redis": start_tollway_redis,
+}
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -505,11 +615,13 @@ def measure(
     """Drive ``target`` with wrk and read the CPU the proxy and the upstream spent meanwhile."""
     proxied = target.server is not upstream
     before = cpu_seconds(target.server.proc.pid), cpu_seconds(upstream.proc.pid)
+    redis_before = target.redis.snapshot() if target.redis else None
     report = run_wrk(args, target, connections, args.duration, script)
+    redis_after = target.redis.snapshot() if target.redis else None
     after = cpu_seconds(target.server.proc.pid), cpu_seconds(upstream.proc.pid)
     per_request = 1e6 / max(report.requests, 1)
     seconds = report.duration_us / 1e6
-    return Run(
+    run = Run(
         target=target.name,
         connections=connections,
         requests=report.requests,
@@ -522,6 +634,20 @@ def measure(
         proxy_cpu_us=round((after[0] - before[0]) * per_request, 2) if proxied else None,
         upstream_cpu_us=round((after[1] - before[1]) * per_request, 2),
     )
+    if redis_before and redis_after:
+        add_redis_figures(run, redis_before, redis_after, report.requests)
+    return run
+
+
+def add_redis_figures(
+    run: Run, before: tuple[int, float | None], after: tuple[int, float | None], requests: int
+) -> None:
+    """Redis round trips and server CPU per request, from two snapshots."""
+    count = max(requests, 1)
+    run.redis_evals = after[0] - before[0]
+    run.redis_round_trips = round(run.redis_evals / count, 4)
+    if before[1] is not None and after[1] is not None:
+        run.redis_cpu_us = round((after[1] - before[1]) * 1e6 / count, 2)
 
 
 def bench_target(
@@ -546,10 +672,10 @@ def find_run(runs: list[Run], target: str, connections: int) -> Run | None:
 
 
 def summarize(runs: list[Run]) -> dict[str, dict[str, float]]:
-    """Per proxy: CPU/req and req/s at 50 connections, added p50 at 1; Tollway over nginx."""
+    """Per proxy: CPU/req and req/s at 50 connections, added p50 at 1; then the comparisons."""
     direct = find_run(runs, "upstream", 1)
     summary: dict[str, dict[str, float]] = {}
-    for proxy in ("nginx", "tollway"):
+    for proxy in ("nginx", *TOLLWAY_VARIANTS):
         loaded, single = find_run(runs, proxy, 50), find_run(runs, proxy, 1)
         if not loaded or not single or not direct or loaded.proxy_cpu_us is None:
             continue
@@ -558,41 +684,133 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, float]]:
             "rps": loaded.rps,
             "added_p50_ms_c1": round(single.p50_ms - direct.p50_ms, 3),
         }
-    if "nginx" in summary and "tollway" in summary:
-        nginx, tollway = summary["nginx"], summary["tollway"]
-        tollway["cpu_ratio_vs_nginx"] = round(
-            tollway["cpu_us_per_req"] / nginx["cpu_us_per_req"], 2
-        )
-        tollway["rps_ratio_vs_nginx"] = round(tollway["rps"] / nginx["rps"], 2)
+        for run in (loaded, single):
+            if run.redis_evals is not None and run.redis_round_trips is not None:
+                suffix = "" if run is loaded else "_c1"
+                summary[proxy]["redis_round_trips_per_req" + suffix] = run.redis_round_trips
+                # wrk stops with up to `connections` requests sent (so checked) but not counted.
+                summary[proxy]["redis_evals_beyond_requests" + suffix] = float(
+                    run.redis_evals - run.requests
+                )
+        if loaded.redis_cpu_us is not None:
+            summary[proxy]["redis_cpu_us_per_req"] = loaded.redis_cpu_us
+    compare(summary)
     return summary
+
+
+def compare(summary: dict[str, dict[str, float]]) -> None:
+    """Add the ratios to nginx, the policy cost over key auth alone, and Redis over memory."""
+    nginx = summary.get("nginx")
+    for variant in TOLLWAY_VARIANTS:
+        figures = summary.get(variant)
+        if nginx and figures:
+            figures["cpu_ratio_vs_nginx"] = ratio(
+                figures["cpu_us_per_req"], nginx["cpu_us_per_req"]
+            )
+            figures["rps_ratio_vs_nginx"] = ratio(figures["rps"], nginx["rps"])
+    plain, policies = summary.get("tollway"), summary.get("tollway-policies")
+    on_redis = summary.get("tollway-redis")
+    if plain and policies:
+        cost = policies["cpu_us_per_req"] - plain["cpu_us_per_req"]
+        policies["policy_cost_us"] = round(cost, 2)
+    if policies and on_redis:
+        memory_cpu = policies["cpu_us_per_req"]
+        on_redis["cpu_ratio_vs_memory"] = ratio(on_redis["cpu_us_per_req"], memory_cpu)
+        if "redis_cpu_us_per_req" in on_redis:
+            with_server = on_redis["cpu_us_per_req"] + on_redis["redis_cpu_us_per_req"]
+            on_redis["cpu_ratio_vs_memory_with_redis"] = ratio(with_server, memory_cpu)
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator`` to two decimals (0 when there is nothing to divide by)."""
+    return round(numerator / denominator, 2) if denominator else 0.0
+
+
+def optional(value: float | None, width: int, digits: int = 1) -> str:
+    """A right-aligned number, or '-' when there is none."""
+    return f"{'-' if value is None else f'{value:.{digits}f}':>{width}}"
 
 
 def print_table(runs: list[Run]) -> None:
     """One line per wrk run."""
-    header = ("target", "conns", "req/s", "p50 ms", "p99 ms", "proxy µs/req", "upstr µs/req")
-    print("\n" + "{:<9} {:>5} {:>9} {:>8} {:>8} {:>13} {:>13}  errors".format(*header))
+    header = (
+        "target", "conns", "req/s", "p50 ms", "p99 ms",
+        "proxy µs/req", "upstr µs/req", "redis µs/req", "redis rt/req",
+    )  # fmt: skip
+    print(
+        "\n" + "{:<16} {:>5} {:>9} {:>8} {:>8} {:>12} {:>12} {:>12} {:>12}  errors".format(*header)
+    )
     for r in runs:
-        proxy = "-" if r.proxy_cpu_us is None else f"{r.proxy_cpu_us:.1f}"
         errors = ", ".join(f"{k} {v}" for k, v in r.errors.items()) or "-"
         print(
-            f"{r.target:<9} {r.connections:>5} {r.rps:>9.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} "
-            f"{proxy:>13} {r.upstream_cpu_us:>13.1f}  {errors}"
+            f"{r.target:<16} {r.connections:>5} {r.rps:>9.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} "
+            f"{optional(r.proxy_cpu_us, 12)} {r.upstream_cpu_us:>12.1f} "
+            f"{optional(r.redis_cpu_us, 12)} {optional(r.redis_round_trips, 12, 3)}  {errors}"
         )
 
 
+def verdict(ok: bool) -> str:
+    """How a figure compares with its target."""
+    return "meets target" if ok else "MISSES target"
+
+
 def print_summary(summary: dict[str, dict[str, float]], skipped: dict[str, str]) -> None:
-    """Ratios and added latency; why a target was skipped."""
+    """CPU per request next to nginx, the policy and Redis targets; why a target was skipped."""
+    print("\nCPU per request at 50 connections (proxy process tree):")
+    for proxy, figures in summary.items():
+        vs_nginx = figures.get("cpu_ratio_vs_nginx")
+        versus = f"  {vs_nginx:.2f}x nginx" if vs_nginx is not None else ""
+        server = figures.get("redis_cpu_us_per_req")
+        extra = f"  (+ Redis server {server:.1f} µs/req)" if server is not None else ""
+        print(f"  {proxy:<17} {figures['cpu_us_per_req']:>7.1f} µs/req{versus}{extra}")
+    print_targets(summary)
     print()
     for proxy, figures in summary.items():
-        print(f"{proxy}: added p50 at 1 connection {figures['added_p50_ms_c1']:+.3f} ms")
-    tollway = summary.get("tollway", {})
-    if "cpu_ratio_vs_nginx" in tollway:
-        print(f"Tollway/nginx CPU per request (c50): {tollway['cpu_ratio_vs_nginx']:.2f}x")
-        print(f"Tollway/nginx req/s (c50):          {tollway['rps_ratio_vs_nginx']:.2f}x")
+        line = f"{proxy}: added p50 at 1 connection {figures['added_p50_ms_c1']:+.3f} ms"
+        if "rps_ratio_vs_nginx" in figures:
+            line += f", req/s at c50 {figures['rps_ratio_vs_nginx']:.2f}x nginx"
+        print(line)
     for name, reason in skipped.items():
         lines = reason.splitlines()
         last = f" ... {lines[-1].strip()}" if len(lines) > 1 else ""
         print(f"{name}: SKIPPED - {lines[0]}{last}")
+
+
+def print_targets(summary: dict[str, dict[str, float]]) -> None:
+    """The figures issue 3 sets targets for, each with its verdict."""
+    policies, on_redis = summary.get("tollway-policies", {}), summary.get("tollway-redis", {})
+    if "policy_cost_us" in policies:
+        cost = policies["policy_cost_us"]
+        print(
+            f"policy cost (tollway-policies - tollway): {cost:+.1f} µs/req "
+            f"(target <= {POLICY_COST_TARGET_US:.0f} µs: {verdict(cost <= POLICY_COST_TARGET_US)})"
+        )
+    if "cpu_ratio_vs_memory" in on_redis:
+        share = on_redis["cpu_ratio_vs_memory"]
+        print(
+            f"Redis/memory CPU (tollway-redis / tollway-policies): {share:.2f}x "
+            f"(target <= {REDIS_RATIO_TARGET}x: {verdict(share <= REDIS_RATIO_TARGET)})"
+        )
+    if "cpu_ratio_vs_memory_with_redis" in on_redis:
+        with_server = on_redis["cpu_ratio_vs_memory_with_redis"]
+        print(f"  counting the Redis server's CPU too: {with_server:.2f}x")
+    if "redis_round_trips_per_req" in on_redis and "redis_round_trips_per_req_c1" in on_redis:
+        beyond, beyond_c1 = (
+            on_redis["redis_evals_beyond_requests"],
+            on_redis["redis_evals_beyond_requests_c1"],
+        )
+        # One per request, give or take the requests in flight when wrk stopped.
+        exact = 0 <= beyond <= CONNECTIONS[0] and 0 <= beyond_c1 <= CONNECTIONS[1]
+        print(
+            "Redis round trips per request (EVAL+EVALSHA / requests completed): "
+            f"c50 {on_redis['redis_round_trips_per_req']:.3f}, "
+            f"c1 {on_redis['redis_round_trips_per_req_c1']:.3f} "
+            f"(target exactly 1: {verdict(exact)})"
+        )
+        print(
+            f"  calls beyond requests completed: c50 {beyond:+.0f}, c1 {beyond_c1:+.0f} "
+            "(up to 50 resp. 1 requests are in flight when wrk stops)"
+        )
 
 
 def previous_results() -> Path | None:
@@ -601,21 +819,40 @@ def previous_results() -> Path | None:
     return files[-1] if files else None
 
 
+PREVIOUS_KEYS = (
+    "cpu_us_per_req",
+    "rps",
+    "added_p50_ms_c1",
+    "cpu_ratio_vs_nginx",
+    "policy_cost_us",
+    "cpu_ratio_vs_memory",
+    "cpu_ratio_vs_memory_with_redis",
+    "redis_round_trips_per_req",
+    "redis_round_trips_per_req_c1",
+    "redis_cpu_us_per_req",
+)
+
+
 def print_previous(path: Path | None, summary: dict[str, dict[str, float]]) -> None:
-    """The previous run's Tollway figures next to this run's."""
+    """The previous run's figures of every Tollway variant next to this run's."""
     if path is None:
         return
     try:
-        before = json.loads(path.read_text()).get("summary", {}).get("tollway", {})
+        before = json.loads(path.read_text()).get("summary", {})
+        before = before if isinstance(before, dict) else {}
     except (OSError, ValueError, AttributeError):
         before = {}
-    if not before:
+    variants = [v for v in TOLLWAY_VARIANTS if before.get(v) or summary.get(v)]
+    if not any(before.get(v) for v in variants):
         print(f"\n(previous run {path.name} has no Tollway figures)")
         return
-    now = summary.get("tollway", {})
-    print(f"\nTollway        {'previous ' + path.stem:>26} {'this run':>12}")
-    for key in ("cpu_us_per_req", "rps", "added_p50_ms_c1", "cpu_ratio_vs_nginx"):
-        print(f"{key:<20} {before.get(key, '-')!s:>20} {now.get(key, '-')!s:>12}")
+    print(f"\n{'':<48} {'previous ' + path.stem:>26} {'this run':>12}")
+    for variant in variants:
+        old, now = before.get(variant) or {}, summary.get(variant, {})
+        for key in PREVIOUS_KEYS:
+            if key in old or key in now:
+                label = f"{variant} {key}"
+                print(f"{label:<48} {old.get(key, '-')!s:>26} {now.get(key, '-')!s:>12}")
 
 
 def machine_info() -> dict[str, object]:
@@ -651,9 +888,11 @@ def save_results(
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS_DIR / f"{stamp}.json"
+    settings = {k: v for k, v in vars(args).items() if k != "keep_tmp"}
+    settings["redis_url"] = shown_url(args.redis_url)  # never a password in the results
     document = {
         "timestamp": stamp,
-        "settings": {k: v for k, v in vars(args).items() if k != "keep_tmp"},
+        "settings": settings,
         "machine": machine_info(),
         "runs": [asdict(run) for run in runs],
         "summary": summary,
@@ -694,6 +933,8 @@ def bench_all(
             skipped[name] = str(exc)
             continue
         runs += bench_target(args, target, upstream.server, script)
+        # An idle proxy still wakes up now and then; stopped, it cannot disturb the next one.
+        stop_server(target.server)
     return runs, skipped
 
 
