@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL
 from tests.servers import free_port, tollway_env
 
 from .helpers import CLEAN_EXIT, DEPLOY, REPO, process_env, running, stop, wait_http
@@ -109,13 +108,6 @@ def test_dockerignore_keeps_the_context_small_but_complete() -> None:
     assert not ignored & {"src", "deploy", "requirements.lock", "pyproject.toml", "README.md"}
 
 
-def shared_counters() -> dict[str, str]:
-    """More than one worker needs Redis for shared counters (or an explicit opt-out)."""
-    if REDIS_URL:
-        return {"TOLLWAY_REDIS_URL": REDIS_URL}
-    return {"TOLLWAY_ALLOW_MEMORY_WITH_WORKERS": "true"}
-
-
 def healthcheck(port: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(HEALTHCHECK)],
@@ -128,7 +120,7 @@ def healthcheck(port: int) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_entrypoint_migrates_serves_with_workers_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_entrypoint_migrates_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     database = tmp_path / "tollway.db"
     port = free_port()
     env = process_env(
@@ -136,8 +128,7 @@ def test_entrypoint_migrates_serves_with_workers_and_stops_on_sigterm(tmp_path: 
             f"sqlite:///{database}",
             TOLLWAY_HOST="127.0.0.1",
             TOLLWAY_PORT=str(port),
-            TOLLWAY_WORKERS="2",
-            **shared_counters(),
+            TOLLWAY_WORKERS="1",
         )
     )
     # Same script, same argument as the image's ENTRYPOINT + CMD.
@@ -171,6 +162,20 @@ def test_entrypoint_passes_other_commands_through(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "database is up to date"
+
+
+def test_entrypoint_hands_tollway_workers_to_tollway_serve(tmp_path: Path) -> None:
+    # (Serving with several workers is exercised by test_graceful_shutdown.py; here an
+    # invalid count shows the variable really reaches `tollway serve --workers`.)
+    env = process_env(
+        tollway_env(f"sqlite:///{tmp_path / 'x.db'}", TOLLWAY_WORKERS="0", TOLLWAY_PORT="1")
+    )
+    result = subprocess.run(
+        [str(ENTRYPOINT), "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "--workers" in result.stderr, result.stderr  # the usage error names the option
+    assert "database is up to date" in result.stdout
 
 
 def test_entrypoint_stops_with_one_clear_line_when_the_store_is_unreachable(
