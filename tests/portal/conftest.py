@@ -109,11 +109,12 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def portal_settings(database_url: str) -> Settings:
-    # Usage is flushed by the tests themselves: a background flush racing a test's own flush
-    # could still be writing when the test reads the usage page.
+    # Tests refresh the gateway and flush usage themselves: a background poll or flush racing
+    # the test's own could still be applying its result when the test looks.
     return Settings(
         database_url=database_url,
         secret_key=SECRET,  # type: ignore[arg-type]
+        refresh_interval=60,
         usage_flush_interval=3600,
     )
 
