@@ -40,6 +40,10 @@ PORTAL_CONFIG: dict[str, Any] = {
     "products": {
         **BASE_CONFIG["products"],
         "gold": {"apis": ["echo"], "approval_required": True, "title": "Gold"},
+        "metered": {
+            "apis": ["names"],
+            "policies": [{"type": "quota", "calls": 5, "period": "day", "name": "daily"}],
+        },
     },
 }
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -55,3 +55,16 @@ async def test_the_month_view_sums_days_and_ignores_older_usage(portal: Portal) 
     assert "0 calls in this period" in day.text
     chart = await portal.client.get(f"/portal/subscriptions/{number}/usage.svg?span=month")
     assert "calls per day, last 30 days" in chart.text
+
+
+async def test_the_remaining_quota_is_shown(portal: Portal) -> None:
+    await portal.register()
+    number, keys = await subscribe(portal, "metered")
+    assert await portal.api(keys["primary"]) == 200
+    assert await portal.api(keys["primary"]) == 200
+    await portal.gateway.flush_usage()
+    page = await portal.client.get(f"/portal/subscriptions/{number}/usage")
+    assert "3 of 5 calls left" in page.text and "daily" in page.text
+    others, _ = await subscribe(portal)
+    page = await portal.client.get(f"/portal/subscriptions/{others}/usage")
+    assert "No call quota applies" in page.text

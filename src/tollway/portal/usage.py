@@ -13,7 +13,7 @@ from tollway.db.models import Subscription, User
 from tollway.portal.chart import usage_svg
 from tollway.portal.web import login_required, portal_of, render, signed_in
 from tollway.services import subscriptions
-from tollway.services.usage import Span, UsageReport, usage_report
+from tollway.services.usage import QuotaStatus, Span, UsageReport, quota_status, usage_report
 
 
 def _span(request: Request) -> Span:
@@ -22,24 +22,27 @@ def _span(request: Request) -> Span:
 
 def _report(
     session: Session, user: User, subscription_id: int, span: Span
-) -> tuple[Subscription, UsageReport]:
+) -> tuple[Subscription, UsageReport, list[QuotaStatus]]:
     subscription = subscriptions.owned_subscription(session, user, subscription_id)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    return subscription, usage_report(session, subscription.id, span, now)
+    now = datetime.now(UTC)
+    report = usage_report(session, subscription.id, span, now.replace(tzinfo=None))
+    return subscription, report, quota_status(session, subscription, now.timestamp())
 
 
 @login_required
 async def usage_page(request: Request) -> Response:
     span = _span(request)
-    subscription, report = await portal_of(request).db(
+    subscription, report, quotas = await portal_of(request).db(
         _report, signed_in(request), request.path_params["subscription_id"], span
     )
-    return render(request, "usage.html", subscription=subscription, report=report, span=span)
+    return render(
+        request, "usage.html", subscription=subscription, report=report, span=span, quotas=quotas
+    )
 
 
 @login_required
 async def usage_chart(request: Request) -> Response:
-    _, report = await portal_of(request).db(
+    _, report, _ = await portal_of(request).db(
         _report, signed_in(request), request.path_params["subscription_id"], _span(request)
     )
     svg = await run_in_threadpool(usage_svg, report)

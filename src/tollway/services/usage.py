@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tollway.db.models import Usage
+from tollway.db.models import Subscription, Usage
+from tollway.policies.windows import calendar_window
 
 Span = Literal["day", "month"]
 STATUS_CLASSES = (1, 2, 3, 4, 5)
@@ -60,3 +61,43 @@ def usage_report(session: Session, subscription_id: int, span: Span, now: dateti
         if 0 <= index < len(buckets) and status_class in report.calls:
             report.calls[status_class][index] += int(calls)
     return report
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    """A product quota on calls and how much of it the recorded usage has taken."""
+
+    name: str
+    limit: int
+    used: int
+    resets_at: datetime
+
+    @property
+    def remaining(self) -> int:
+        return max(self.limit - self.used, 0)
+
+
+def quota_status(session: Session, subscription: Subscription, now: float) -> list[QuotaStatus]:
+    """Call quotas counted per subscription on its product, against the recorded usage.
+
+    An estimate for people: it trails the gateway by one usage flush, and counts every recorded
+    call, while the gateway's own counter (authoritative) skips calls refused by the quota.
+    """
+    statuses = []
+    for policy in subscription.product.policies:
+        if policy.get("type") != "quota" or not policy.get("calls"):
+            continue
+        if policy.get("key", "subscription") != "subscription":
+            continue
+        period = policy.get("period", "month")
+        _, elapsed, length = calendar_window(now, period, policy.get("timezone", "UTC"))
+        start = datetime.fromtimestamp(now - elapsed, UTC).replace(tzinfo=None)
+        used = session.scalar(
+            select(func.coalesce(func.sum(Usage.calls), 0)).where(
+                Usage.subscription_id == subscription.id, Usage.minute >= start
+            )
+        )
+        name = policy.get("name") or f"quota-{period}"
+        resets = start + timedelta(seconds=length)
+        statuses.append(QuotaStatus(name, int(policy["calls"]), int(used or 0), resets))
+    return statuses
