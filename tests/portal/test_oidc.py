@@ -174,7 +174,7 @@ async def test_an_expired_id_token_is_refused(oidc_portal: Portal) -> None:
     assert await signed_in_as(oidc_portal) is None
 
 
-@pytest.mark.parametrize("provider_issuer", [f"http://127.0.0.1:{free_port()}"])
+@pytest.mark.parametrize("provider_issuer", [f"http://127.0.0.1:{free_port()}"], ids=["down"])
 async def test_a_provider_that_is_down_gets_a_clear_error_page(oidc_portal: Portal) -> None:
     page = await walk(oidc_portal.client, "/portal/oidc/test/start")
     assert page.status_code == 502
