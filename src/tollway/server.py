@@ -71,6 +71,13 @@ def serve(settings: Settings, *, workers: int = 1, log_level: str = "info") -> N
     }
     if workers > 1:
         # Each worker process builds its own gateway from the same TOLLWAY_* settings.
-        uvicorn.run("tollway.asgi:create_app", factory=True, workers=workers, **common)
+        # A busy machine can take more than uvicorn's default 5 s to start a worker.
+        uvicorn.run(
+            "tollway.asgi:create_app",
+            factory=True,
+            workers=workers,
+            timeout_worker_healthcheck=30,
+            **common,
+        )
     else:
         uvicorn.run(create_gateway(settings), **common)

@@ -276,11 +276,6 @@ def test_forwarded_headers_are_ignored_from_untrusted_peers(stack: Stack) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway.app.record_exchange logs the socket peer (nginx), not the client address "
-    "resolved from trusted X-Forwarded-For; see the deploy report",
-)
 def test_access_log_shows_the_client_behind_nginx(stack: Stack) -> None:
     # Runs last: it stops the module's Tollway to read its log. Every API call in this module
     # came from CLIENT_ADDRESS, through nginx or directly, so no line may name nginx's address.

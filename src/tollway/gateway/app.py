@@ -55,6 +55,7 @@ class Admission:
     framing: int
     query: bytes
     pending: Pending | None = None  # policy work left, and headers for the response
+    client_ip: str = ""  # the client's address, through trusted proxies (for the access log)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +204,9 @@ class Gateway:
         ctx.grant = grant
         chain = base if grant is None else policies.chain(route.api_id, op_key, grant.product_id)
         prepared.headers.append((b"x-forwarded-prefix", route.prefix_bytes))
-        admission = Admission(sid, prepared.headers, prepared.host, prepared.framing, query)
+        admission = Admission(
+            sid, prepared.headers, prepared.host, prepared.framing, query, None, prepared.client
+        )
         if chain is EMPTY_CHAIN:
             return admission
         refused = self._apply_chain(chain, ctx, admission)
@@ -279,10 +282,13 @@ class Gateway:
             outcome.framing,
             scope,
         )
+        sid = outcome.subscription_id
         if pending is None:
-            await self._forward(route, request, outcome.subscription_id, receive, send, started)
+            await self._forward(
+                route, request, sid, receive, send, started, client_ip=outcome.client_ip
+            )
             return
-        exchange = PolicedExchange(self, route, request, outcome.subscription_id, pending, started)
+        exchange = PolicedExchange(self, route, request, sid, pending, started, outcome.client_ip)
         await exchange.run(receive, send)
 
     def refusal_headers(self, route: Route, headers: Headers) -> Headers:
@@ -325,9 +331,10 @@ class Gateway:
         started: float,
         *,
         record: bool = True,
+        client_ip: str = "",
     ) -> tuple[int, int, int]:
         """Forward, record the exchange (unless told not to), return (status, in, out)."""
-        method, client = request.method, request.scope.get("client")
+        method, client = request.method, client_ip or request.scope.get("client")
         outcome = await self._forward_once(route, request, receive, send)
         if record:
             status, bytes_in, bytes_out = outcome
@@ -364,18 +371,19 @@ class Gateway:
         bytes_out: int,
         started: float,
         method: str,
-        client: tuple[str, int] | None,
+        client: tuple[str, int] | str | None,
     ) -> None:
         """Count the call for usage and, when enabled, write an access-log line.
 
-        The log line names the API, never the path's query string (it may carry the key).
+        The log line names the client (as resolved through trusted proxies, when known) and the
+        API, never the path's query string (it may carry the key).
         """
         latency_ms = (time.perf_counter() - started) * 1000
         self.usage.record(subscription_id, route.api_id, status, bytes_in, bytes_out, latency_ms)
         if self.settings.access_log:
             access_logger.info(
                 '%s "%s %s" %d %.1fms sub=%d',
-                client[0] if client else "-",
+                (client if isinstance(client, str) else client[0]) if client else "-",
                 method,
                 route.prefix,
                 status,

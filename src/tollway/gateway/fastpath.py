@@ -178,6 +178,7 @@ class FastExchange:
         "bytes_out",
         "chunked",
         "client",
+        "client_ip",
         "disconnected",
         "framing",
         "gateway",
@@ -230,6 +231,7 @@ class FastExchange:
         self.watch: TimeoutWatch | None = None
         self.sent_at = 0.0
         self.pending_policy: Pending | None = None
+        self.client_ip = ""
         self.read_timeout = self.backend.origin.read_timeout
 
     # request side ---------------------------------------------------------------------------
@@ -247,6 +249,7 @@ class FastExchange:
             self.respond_reject(reject)
             return
         self.subscription_id = outcome.subscription_id
+        self.client_ip = outcome.client_ip
         self.framing = outcome.framing
         pending = outcome.pending
         if pending is not None:
@@ -511,7 +514,7 @@ class FastExchange:
             self.bytes_out,
             self.started,
             self.method,
-            self.client.client,
+            self.client_ip or self.client.client,
         )
         if not self.keep_alive:
             self.client.transport.close()

@@ -36,7 +36,9 @@ class PolicedExchange:
         subscription_id: int,
         pending: Pending,
         started: float,
+        client_ip: str = "",
     ) -> None:
+        self.client_ip = client_ip
         self.gateway = gateway
         self.route = route
         self.request = request
@@ -91,7 +93,7 @@ class PolicedExchange:
         )
 
     def _record(self, status: int, bytes_in: int, bytes_out: int) -> None:
-        client = self.request.scope.get("client")
+        client = self.client_ip or self.request.scope.get("client")
         self.gateway.record_exchange(
             self.route,
             self.subscription_id,
