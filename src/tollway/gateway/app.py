@@ -118,6 +118,7 @@ class Gateway:
         self.mounts: dict[bytes, ASGIApp] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        self._refresh_lock = asyncio.Lock()
 
     def mount(self, prefix: str, app: ASGIApp) -> None:
         """Serve ``app`` under a reserved prefix such as ``/docs`` (the app sees full paths)."""
@@ -447,7 +448,15 @@ class Gateway:
         await self._swap(new)
 
     async def refresh(self) -> None:
-        """Apply changes made by other processes since the last poll."""
+        """Apply changes made by other processes since the last poll.
+
+        Serialised: a caller that asks while the background poll runs waits for it, so when
+        ``refresh()`` returns, every change committed before the call is in effect.
+        """
+        async with self._refresh_lock:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         try:
             if not self.health.loaded:
                 new: GatewayState | None = await asyncio.to_thread(
