@@ -31,12 +31,18 @@ class Preflight:
 
 @dataclass(slots=True)
 class Limits:
-    """The limit checks of one request, with what the headers need to say about them."""
+    """The limit checks of one request; what the headers say about them is in the chain."""
 
     checks: list[LimitCheck]
-    specs: list[LimitSpec]
-    quotas: list[QuotaPolicy | None]  # the quota behind each check (None: a rate limit)
-    hide: bool
+    chain: Chain
+
+    @property
+    def specs(self) -> tuple[LimitSpec, ...]:
+        return self.chain.limit_specs
+
+    @property
+    def quotas(self) -> tuple[QuotaPolicy | None, ...]:
+        return self.chain.limit_quotas
 
 
 @dataclass(slots=True)
@@ -53,25 +59,22 @@ def collect_limits(chain: Chain, ctx: RequestContext) -> Limits | None:
     if not chain.limiters:
         return None
     checks: list[LimitCheck] = []
-    specs: list[LimitSpec] = []
-    quotas: list[QuotaPolicy | None] = []
     for limiter in chain.limiters:
-        for check, spec in limiter.checks(ctx):
-            checks.append(check)
-            specs.append(spec)
-            quotas.append(limiter if isinstance(limiter, QuotaPolicy) else None)
-    return Limits(checks, specs, quotas, chain.hides_limit_headers)
+        checks += limiter.checks(ctx)
+    return Limits(checks, chain)
 
 
 def limit_headers(limits: Limits, states: list[LimitState]) -> Headers:
     """IETF RateLimit-Policy (every limit) and RateLimit (the one closest to running out)."""
-    if limits.hide:
+    chain = limits.chain
+    if chain.hide_limit_headers:
         return []
-    policy = ", ".join(spec.policy_item() for spec in limits.specs)
-    closest = min(range(len(states)), key=lambda i: states[i].remaining / max(1, states[i].limit))
-    state, spec = states[closest], limits.specs[closest]
-    current = f'"{spec.name}";r={state.remaining};t={state.reset}'
-    return [(b"ratelimit-policy", policy.encode()), (b"ratelimit", current.encode())]
+    closest = states[0]
+    if len(states) > 1:
+        closest = min(states, key=lambda state: state.remaining / max(1, state.limit))
+    spec = chain.limit_specs[states.index(closest)]
+    current = f'"{spec.name}";r={closest.remaining};t={closest.reset}'
+    return [(b"ratelimit-policy", chain.limit_policy_header), (b"ratelimit", current.encode())]
 
 
 def limit_refusal(limits: Limits, states: list[LimitState]) -> Reject:

@@ -18,7 +18,7 @@ from tollway.policies.cors import CorsPolicy
 from tollway.policies.ipfilter import IpFilterPolicy
 from tollway.policies.jwt import JwtPolicy
 from tollway.policies.quota import QuotaPolicy
-from tollway.policies.ratelimit import RateLimitPolicy
+from tollway.policies.ratelimit import LimitSpec, RateLimitPolicy
 from tollway.policies.registry import BuildContext, build_policy
 from tollway.policies.setheader import SetHeaderPolicy
 from tollway.policies.sizelimit import RequestSizePolicy
@@ -37,15 +37,17 @@ class Chain:
     cache: CachePolicy | None = None
     timeout: float | None = None
     header_edits: tuple[SetHeaderPolicy, ...] = ()
+    # Static per chain, so not rebuilt per request: the limits' header specs in check order,
+    # the quota behind each (None for rate limits), the RateLimit-Policy value, hide or not.
+    limit_specs: tuple[LimitSpec, ...] = ()
+    limit_quotas: tuple[QuotaPolicy | None, ...] = ()
+    limit_policy_header: bytes = b""
+    hide_limit_headers: bool = True
 
     @property
     def fast_capable(self) -> bool:
         """Whether the callback fast path can run this chain (no body or response buffering)."""
         return not self.jwts and self.cache is None and self.max_body is None
-
-    @property
-    def hides_limit_headers(self) -> bool:
-        return all(limiter.hide_headers for limiter in self.limiters)
 
 
 EMPTY_CHAIN = Chain()
@@ -76,15 +78,25 @@ def compile_chain(policies: Iterable[Any]) -> Chain:
             limiters.append(policy)
         elif isinstance(policy, SetHeaderPolicy):
             edits.append(policy)
+    specs: list[LimitSpec] = []
+    quotas: list[QuotaPolicy | None] = []
+    for limiter in limiters:
+        for spec in limiter.limit_specs():
+            specs.append(spec)
+            quotas.append(limiter if isinstance(limiter, QuotaPolicy) else None)
     return Chain(
-        cors,
-        tuple(ip_filters),
-        tuple(jwts),
-        max_body,
-        tuple(limiters),
-        cache,
-        timeout,
-        tuple(edits),
+        cors=cors,
+        ip_filters=tuple(ip_filters),
+        jwts=tuple(jwts),
+        max_body=max_body,
+        limiters=tuple(limiters),
+        cache=cache,
+        timeout=timeout,
+        header_edits=tuple(edits),
+        limit_specs=tuple(specs),
+        limit_quotas=tuple(quotas),
+        limit_policy_header=", ".join(spec.policy_item() for spec in specs).encode(),
+        hide_limit_headers=all(limiter.hide_headers for limiter in limiters),
     )
 
 

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from tollway.policies.base import PolicyConfig, RequestContext
 from tollway.policies.ratelimit import _KEY, LimitSpec, subject
 from tollway.policies.registry import BuildContext, register
-from tollway.policies.windows import CALENDAR, calendar_window
+from tollway.policies.windows import CALENDAR, CalendarPeriods
 from tollway.stores.base import LimitCheck
 
 SECONDS = {"day": 86400, "week": 604800, "month": 2678400, "year": 31622400}
@@ -81,6 +81,7 @@ class QuotaPolicy:
         self.name = config.name or f"quota-{config.period}"
         self.status = config.status
         window = SECONDS[config.period] if isinstance(config.period, str) else int(config.period)
+        self.periods = CalendarPeriods(config.period, config.timezone)
         self.specs = {
             "calls": LimitSpec(self.name, config.calls or 0, window),
             "bytes": LimitSpec(self.name + "-bytes", config.bytes or 0, window, "content-bytes"),
@@ -89,27 +90,27 @@ class QuotaPolicy:
     def _key(self, ctx: RequestContext, what: str) -> str:
         return f"tw:q:{self.uid}:{what}:{subject(self.config.key, ctx)}"
 
-    def checks(self, ctx: RequestContext) -> list[tuple[LimitCheck, LimitSpec]]:
-        index, elapsed, length = calendar_window(ctx.now, self.config.period, self.config.timezone)
+    def limit_specs(self) -> list[LimitSpec]:
+        """What the RateLimit headers say, in the order of :meth:`checks`."""
+        return [self.specs[what] for what in ("calls", "bytes") if getattr(self.config, what)]
+
+    def checks(self, ctx: RequestContext) -> list[LimitCheck]:
+        index, elapsed, length = self.periods.at(ctx.now)
         found = []
         if self.config.calls:
-            check = LimitCheck(
-                self._key(ctx, "c"), self.config.calls, length, index, elapsed, False
-            )
-            found.append((check, self.specs["calls"]))
+            key = self._key(ctx, "c")
+            found.append(LimitCheck(key, self.config.calls, length, index, elapsed, False))
         if self.config.bytes:
             # cost 0: refused only once the bytes already used exceed the quota
-            check = LimitCheck(
-                self._key(ctx, "b"), self.config.bytes, length, index, elapsed, False, cost=0
-            )
-            found.append((check, self.specs["bytes"]))
+            key = self._key(ctx, "b")
+            found.append(LimitCheck(key, self.config.bytes, length, index, elapsed, False, 0))
         return found
 
     def bytes_check(self, ctx: RequestContext) -> LimitCheck | None:
         """The byte counter to add a finished call's bytes to."""
         if not self.config.bytes:
             return None
-        index, elapsed, length = calendar_window(ctx.now, self.config.period, self.config.timezone)
+        index, elapsed, length = self.periods.at(ctx.now)
         return LimitCheck(self._key(ctx, "b"), self.config.bytes, length, index, elapsed, False, 0)
 
 

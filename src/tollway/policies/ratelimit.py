@@ -101,10 +101,13 @@ class RateLimitPolicy:
             config.name or f"{config.calls}-per-{int(self.window)}s", config.calls, int(self.window)
         )
 
-    def checks(self, ctx: RequestContext) -> list[tuple[LimitCheck, LimitSpec]]:
+    def limit_specs(self) -> list[LimitSpec]:
+        return [self.spec]
+
+    def checks(self, ctx: RequestContext) -> list[LimitCheck]:
         index, elapsed = sliding_position(ctx.now, self.window)
         key = f"tw:rl:{self.uid}:{subject(self.key, ctx)}"
-        return [(LimitCheck(key, self.calls, self.window, index, elapsed, True), self.spec)]
+        return [LimitCheck(key, self.calls, self.window, index, elapsed, True)]
 
 
 register("rate-limit", RateLimitConfig, RateLimitPolicy)

@@ -97,3 +97,23 @@ def _at_local_midnight(value: datetime) -> datetime:
     """Wall-clock midnight re-resolved in its zone (the UTC offset differs across DST)."""
     naive = value.replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
     return naive.replace(tzinfo=value.tzinfo)
+
+
+class CalendarPeriods:
+    """``calendar_window`` for one period and zone, remembering the current period: a request
+    inside it costs two comparisons instead of time-zone arithmetic."""
+
+    __slots__ = ("_current", "period", "zone")
+
+    def __init__(self, period: str | float, zone: str = "UTC") -> None:
+        self.period = period
+        self.zone = zone
+        self._current = (0.0, 0.0, 0)  # start, end, index
+
+    def at(self, now: float) -> tuple[int, float, float]:
+        start, end, index = self._current
+        if start <= now < end:
+            return index, now - start, end - start
+        index, elapsed, length = calendar_window(now, self.period, self.zone)
+        self._current = (now - elapsed, now - elapsed + length, index)
+        return index, elapsed, length

@@ -22,7 +22,7 @@ class StoreUnavailable(Exception):
     """The shared store could not be reached (the gateway then fails open or closed)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LimitCheck:
     """One counter to check (and charge ``cost`` to) for the current request.
 
@@ -49,35 +49,44 @@ class LimitCheck:
         return math.ceil(self.window * (2 if self.sliding else 1) - self.elapsed) + 1
 
 
-@dataclass(frozen=True, slots=True)
 class LimitState:
-    """How one limit stands after a check."""
+    """How one limit stands after a check (built per request: a plain slotted class)."""
 
-    limit: int
-    used: float
-    remaining: int
-    reset: int  # seconds until the limit has fully recovered (RateLimit header's ``t``)
-    retry_after: int  # seconds until one more call fits (only meaningful when refused)
+    __slots__ = ("check", "current", "limit", "previous", "remaining", "used")
+
+    def __init__(self, check: LimitCheck, current: int, previous: int, used: float) -> None:
+        self.check = check
+        self.current = current
+        self.previous = previous
+        self.limit = check.limit
+        self.used = used
+        self.remaining = max(0, math.floor(check.limit - used))
+
+    @property
+    def reset(self) -> int:
+        """Seconds until the limit has fully recovered (the RateLimit header's ``t``)."""
+        if not self.used:
+            return 0
+        check = self.check
+        left = check.window - check.elapsed
+        return max(1, math.ceil(left + (check.window if check.sliding and self.current else 0)))
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds until one more call fits (meaningful when refused)."""
+        return _retry_after(self.check, self.current, self.previous)
+
+
+def used_of(check: LimitCheck, current: int, previous: int) -> float:
+    """Calls counted against ``check``: sliding windows weigh the previous window's count."""
+    if check.sliding and previous:
+        return previous * max(0.0, 1.0 - check.elapsed / check.window) + current
+    return float(current)
 
 
 def evaluate(check: LimitCheck, current: int, previous: int) -> LimitState:
     """Where ``check`` stands given the current and previous windows' counts."""
-    if check.sliding:
-        weight = max(0.0, 1.0 - check.elapsed / check.window)
-        used = previous * weight + current
-    else:
-        used = float(current)
-    remaining = max(0, math.floor(check.limit - used))
-    left = check.window - check.elapsed
-    return LimitState(
-        limit=check.limit,
-        used=used,
-        remaining=remaining,
-        reset=max(1, math.ceil(left + (check.window if check.sliding and current else 0)))
-        if used
-        else 0,
-        retry_after=_retry_after(check, current, previous),
-    )
+    return LimitState(check, current, previous, used_of(check, current, previous))
 
 
 def _retry_after(check: LimitCheck, current: int, previous: int) -> int:

@@ -10,7 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from tollway.stores.base import CachedResponse, LimitCheck, LimitState, evaluate
+from tollway.stores.base import CachedResponse, LimitCheck, LimitState, evaluate, used_of
 
 PRUNE_EVERY = 10_000  # checks between sweeps of expired counters
 
@@ -43,22 +43,19 @@ class MemoryCounterStore:
         self._checks += 1
         if self._checks % PRUNE_EVERY == 0:
             self._prune(now)
-        counts = [
-            (
-                self._get(check.slot(check.index), now),
-                self._get(check.slot(check.index - 1), now) if check.sliding else 0,
-            )
-            for check in checks
-        ]
-        allowed = all(
-            evaluate(check, current, previous).used + check.cost <= check.limit
-            for check, (current, previous) in zip(checks, counts, strict=True)
-        )
+        counts = []
+        allowed = True
+        for check in checks:
+            current = self._get(f"{check.key}:{check.index}", now)
+            previous = self._get(f"{check.key}:{check.index - 1}", now) if check.sliding else 0
+            counts.append((current, previous))
+            if used_of(check, current, previous) + check.cost > check.limit:
+                allowed = False
         if allowed:
-            for check in checks:
+            for i, check in enumerate(checks):
                 if check.cost:
-                    self._incr(check.slot(check.index), check.cost, check.ttl, now)
-            counts = [(c + check.cost, p) for check, (c, p) in zip(checks, counts, strict=True)]
+                    self._incr(f"{check.key}:{check.index}", check.cost, check.ttl, now)
+                    counts[i] = (counts[i][0] + check.cost, counts[i][1])
         states = [evaluate(check, c, p) for check, (c, p) in zip(checks, counts, strict=True)]
         return allowed, states
 
