@@ -70,6 +70,7 @@ class GatewayProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.gateway = find_gateway(self.app)
+        self.timeouts: TimeoutWatch | None = None  # this loop's watch, looked up once
 
     def on_headers_complete(self) -> None:
         route_and_rest = self._fast_route()
@@ -322,7 +323,10 @@ class FastExchange:
         loop = connection.loop
         self.sent_at = loop.time()
         if self.watch is None:
-            self.watch = TimeoutWatch.of(loop)
+            client = self.client
+            if client.timeouts is None:
+                client.timeouts = TimeoutWatch.of(loop)
+            self.watch = client.timeouts
             self.watch.add(self)
 
     def request_body(self, body: bytes) -> None:
