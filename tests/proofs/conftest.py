@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import uvicorn
 from sqlalchemy import Engine
 
 from tollway.config.apply import apply_config
@@ -20,7 +17,6 @@ from tollway.db.session import session_factory, transaction
 from tollway.gateway.app import Gateway, create_gateway
 from tollway.services import subscriptions, users
 from tollway.settings import Settings
-from tollway.types import ASGIApp
 
 SECRET = "test-secret-key-0123456789"
 
@@ -61,41 +57,6 @@ async def in_process(
 
 def make_gateway(engine: Engine, database_url: str, **extra: Any) -> Gateway:
     return create_gateway(settings(database_url, **extra), engine=engine)
-
-
-@contextmanager
-def serve_like_tollway(app: ASGIApp, http: Any) -> Iterator[str]:
-    """Serve ``app`` in a thread with the uvicorn options ``tollway serve`` uses; yield its URL.
-
-    Unlike ``tests.servers.serve_in_thread``, uvicorn's own proxy-header handling is off (as in
-    ``tollway.server.serve``): left on, uvicorn believes X-Forwarded-For from 127.0.0.1 before
-    Tollway's trusted-proxy rules ever see the request.
-    """
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        http=http,
-        lifespan="on",
-        proxy_headers=False,
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def longest_retry_after(calls: int, window: float) -> int:

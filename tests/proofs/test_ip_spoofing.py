@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from tests.proofs.conftest import apply, make_gateway, serve_like_tollway
+from tests.proofs.conftest import apply, make_gateway
 from tests.servers import serve_in_thread
 from tollway.gateway.fastpath import GatewayProtocol
 from tollway.samples.echo import app as echo_app
@@ -47,7 +47,7 @@ def test_spoofed_forwarded_for_is_still_denied(
 ) -> None:
     apply(sqlite_engine, filtered_config(upstream))
     gateway = make_gateway(sqlite_engine, sqlite_url)
-    with serve_like_tollway(gateway, PROTOCOLS[protocol]) as base:
+    with serve_in_thread(gateway, lifespan="on", http=PROTOCOLS[protocol]) as base:
         spoof_in = get_from(base, "/office/x", "203.0.113.5")
         spoof_out = get_from(base, "/blocked/x", "198.51.100.9")
     assert spoof_in.status_code == 403
@@ -61,7 +61,7 @@ def test_forwarded_for_from_a_trusted_proxy_is_believed(
 ) -> None:
     apply(sqlite_engine, filtered_config(upstream))
     gateway = make_gateway(sqlite_engine, sqlite_url, trusted_proxies=["127.0.0.1"])
-    with serve_like_tollway(gateway, PROTOCOLS[protocol]) as base:
+    with serve_in_thread(gateway, lifespan="on", http=PROTOCOLS[protocol]) as base:
         office = get_from(base, "/office/x", "203.0.113.5")
         outsider = get_from(base, "/office/x", "198.51.100.9")
         # a client cannot prepend its own hop in front of the proxy's
