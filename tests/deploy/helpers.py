@@ -14,7 +14,14 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.gateway.conftest import SECRET
 from tests.servers import VENV_BIN
+from tollway.config.apply import apply_config
+from tollway.config.loader import load_config
+from tollway.crypto import SecretBox
+from tollway.db.migrate import upgrade
+from tollway.db.session import make_engine, session_factory, transaction
+from tollway.services import subscriptions, users
 
 REPO = Path(__file__).resolve().parents[2]
 # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is complete, so the exit
@@ -88,3 +95,33 @@ def running(
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+ECHO_CONFIG = """
+backends:
+  echo:
+    url: {url}
+apis:
+  echo:
+    path: /echo
+    backend: echo
+products:
+  starter:
+    apis: [echo]
+"""
+
+
+def prepare_store(database_url: str, echo_url: str, email: str = "dev@example.com") -> str:
+    """Migrate, apply a one-API config in front of ``echo_url``, subscribe ``email``: the key."""
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        sessions = session_factory(engine)
+        config = load_config(ECHO_CONFIG.format(url=echo_url), source="test", env={})
+        apply_config(sessions, config, secret_box=SecretBox(SECRET))
+        with transaction(sessions) as session:
+            user = users.create_user(session, email)
+            product = subscriptions.get_product(session, "starter")
+            return subscriptions.create_subscription(session, user, product).primary
+    finally:
+        engine.dispose()

@@ -21,17 +21,12 @@ from sqlalchemy import func, select
 
 from tests.conftest import REDIS_URL, require_service
 from tests.servers import free_port, serve_in_thread, tollway_env
-from tollway.config.apply import apply_config
-from tollway.config.loader import load_config
-from tollway.crypto import SecretBox
-from tollway.db.migrate import upgrade
 from tollway.db.models import Usage
-from tollway.db.session import make_engine, session_factory, transaction
+from tollway.db.session import make_engine
 from tollway.samples import echo
-from tollway.services import subscriptions, users
 from tollway.types import Receive, Scope, Send
 
-from .helpers import CLEAN_EXIT, process_env, running, stop, wait_http
+from .helpers import CLEAN_EXIT, prepare_store, process_env, running, stop, wait_http
 
 SECRET = "test-secret-key-0123456789"
 THREADS = 4
@@ -54,20 +49,6 @@ class HoldingUpstream:
         await echo.app(scope, receive, send)
 
 
-CONFIG = """
-backends:
-  echo:
-    url: {url}
-apis:
-  echo:
-    path: /echo
-    backend: echo
-products:
-  starter:
-    apis: [echo]
-"""
-
-
 @dataclass
 class Tally:
     """What the clients saw. ``lock`` guards every field."""
@@ -78,21 +59,6 @@ class Tally:
     statuses: dict[int, int] = field(default_factory=dict)
     cut_short: list[str] = field(default_factory=list)
     unanswered: list[str] = field(default_factory=list)
-
-
-def prepare_store(database_url: str, upstream_url: str) -> str:
-    engine = make_engine(database_url)
-    try:
-        upgrade(engine)
-        sessions = session_factory(engine)
-        config = load_config(CONFIG.format(url=upstream_url), source="test", env={})
-        apply_config(sessions, config, secret_box=SecretBox(SECRET))
-        with transaction(sessions) as session:
-            user = users.create_user(session, "load@example.com")
-            product = subscriptions.get_product(session, "starter")
-            return subscriptions.create_subscription(session, user, product).primary
-    finally:
-        engine.dispose()
 
 
 def usage_calls(database_url: str) -> int:
@@ -164,7 +130,7 @@ def test_sigterm_mid_load_finishes_in_flight_requests_and_flushes_usage(
     redis_url = require_service(REDIS_URL, "redis")
     upstream = HoldingUpstream()
     with serve_in_thread(upstream) as upstream_url:
-        key = prepare_store(postgres_url, upstream_url)
+        key = prepare_store(postgres_url, upstream_url, "load@example.com")
         port = free_port()
         env = process_env(
             tollway_env(

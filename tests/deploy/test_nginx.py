@@ -28,15 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.servers import free_port, serve_in_thread, tollway_env
-from tollway.config.apply import apply_config
-from tollway.config.loader import load_config
-from tollway.crypto import SecretBox
-from tollway.db.migrate import upgrade
-from tollway.db.session import make_engine, session_factory, transaction
 from tollway.samples import echo
-from tollway.services import subscriptions, users
 
-from .helpers import CLEAN_EXIT, DEPLOY, process_env, running, stop, wait_http
+from .helpers import CLEAN_EXIT, DEPLOY, prepare_store, process_env, running, stop, wait_http
 
 NGINX = "/usr/sbin/nginx"
 SAMPLE = DEPLOY / "nginx" / "tollway.conf"
@@ -127,36 +121,6 @@ class Stack:
         code, output = stop(self.tollway_process)
         assert code in CLEAN_EXIT, output
         return output
-
-
-CONFIG = """
-backends:
-  echo:
-    url: {url}
-apis:
-  echo:
-    path: /echo
-    backend: echo
-products:
-  starter:
-    apis: [echo]
-"""
-
-
-def prepare_store(database_url: str, echo_url: str) -> str:
-    """Apply the config and subscribe a developer; return the subscription key."""
-    engine = make_engine(database_url)
-    try:
-        upgrade(engine)
-        sessions = session_factory(engine)
-        config = load_config(CONFIG.format(url=echo_url), source="test", env={})
-        apply_config(sessions, config, secret_box=SecretBox(SECRET))
-        with transaction(sessions) as session:
-            user = users.create_user(session, "dev@example.com")
-            product = subscriptions.get_product(session, "starter")
-            return subscriptions.create_subscription(session, user, product).primary
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(scope="module")
