@@ -544,5 +544,5 @@ def create_gateway(
     gateway = Gateway(settings, engine=engine, clock=clock)
     gateway.mount("/docs", create_docs_app(lambda: gateway.state))
     gateway.mount("/-", create_internal_app(lambda: readiness(gateway)))
-    gateway.mount("/portal", create_portal(settings, gateway.sessions))
+    gateway.mount("/portal", create_portal(settings, gateway.sessions, counters=gateway.counters))
     return gateway

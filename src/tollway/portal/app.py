@@ -19,12 +19,13 @@ from starlette.staticfiles import StaticFiles
 
 from tollway.errors import NotFound, UserError
 from tollway.portal import admin, auth, pages, usage
-from tollway.portal.limits import SlidingWindowLimiter
+from tollway.portal.limits import CounterAttemptLimiter
 from tollway.portal.oidc import OidcClient
 from tollway.portal.security import PREFIX, PortalSessions
 from tollway.portal.settings import PortalSettings
 from tollway.portal.web import Portal, render
 from tollway.settings import Settings
+from tollway.stores import CounterStore, MemoryCounterStore
 
 logger = logging.getLogger("tollway.portal")
 
@@ -77,16 +78,24 @@ def create_portal(
     *,
     portal_settings: PortalSettings | None = None,
     clock: Callable[[], float] = time.time,
+    counters: CounterStore | None = None,
 ) -> Starlette:
-    """The developer portal as an ASGI app; it expects full paths under ``/portal``."""
+    """The developer portal as an ASGI app; it expects full paths under ``/portal``.
+
+    ``counters`` is the gateway's counter store (memory or Redis), which also counts failed
+    sign-ins; without one the portal keeps its own in memory.
+    """
     config = portal_settings or PortalSettings()
+    counters = counters or MemoryCounterStore()
     portal = Portal(
         sessions,
         config,
-        account_limiter=SlidingWindowLimiter(
-            config.signin_attempts_per_account, config.signin_window
+        account_limiter=CounterAttemptLimiter(
+            counters, "account", config.signin_attempts_per_account, config.signin_window, clock
         ),
-        ip_limiter=SlidingWindowLimiter(config.signin_attempts_per_ip, config.signin_window),
+        ip_limiter=CounterAttemptLimiter(
+            counters, "ip", config.signin_attempts_per_ip, config.signin_window, clock
+        ),
         oidc={
             p.name: OidcClient(p, leeway=config.id_token_leeway, clock=clock)
             for p in config.oidc_providers

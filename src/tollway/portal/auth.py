@@ -47,15 +47,17 @@ async def signin(request: Request) -> Response:
     portal = portal_of(request)
     account = f"account:{email.lower()}"
     peer = f"ip:{request.client.host if request.client else '-'}"
-    if not (portal.account_limiter.allowed(account) and portal.ip_limiter.allowed(peer)):
+    if not (
+        await portal.account_limiter.allowed(account) and await portal.ip_limiter.allowed(peer)
+    ):
         logger.warning("sign-in refused: too many failures (%s)", peer)
         return render(request, "signin.html", 429, email=email, next_url=next_url, error=TOO_MANY)
     user = await portal.db(users.authenticate, email, password)
     if user is None:
-        portal.account_limiter.failed(account)
-        portal.ip_limiter.failed(peer)
+        await portal.account_limiter.failed(account)
+        await portal.ip_limiter.failed(peer)
         return render(request, "signin.html", 400, email=email, next_url=next_url, error=BAD_SIGNIN)
-    portal.account_limiter.reset(account)
+    await portal.account_limiter.reset(account)
     start_session(request, user.id)
     return redirect(next_url)
 

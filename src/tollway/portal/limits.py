@@ -1,4 +1,5 @@
-"""Sign-in attempt limiting behind a tiny interface (later: Tollway's shared counter stores).
+"""Sign-in attempt limiting on Tollway's own counter stores (memory, or Redis shared by every
+gateway process, so the limit holds however many processes serve the portal).
 
 Only failed attempts count, per e-mail address and per client address, in a sliding window.
 Addresses are counted whether or not an account exists, so the limit reveals nothing.
@@ -6,50 +7,67 @@ Addresses are counted whether or not an account exists, so the limit reveals not
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol
+
+from tollway.policies.windows import sliding_position
+from tollway.stores.base import CounterStore, LimitCheck, StoreUnavailable
 
 
 class AttemptLimiter(Protocol):
     """Counts failures per key and says whether another attempt may be made."""
 
-    def allowed(self, key: str) -> bool: ...
+    async def allowed(self, key: str) -> bool: ...
 
-    def failed(self, key: str) -> None: ...
+    async def failed(self, key: str) -> None: ...
 
-    def reset(self, key: str) -> None: ...
+    async def reset(self, key: str) -> None: ...
 
 
-class SlidingWindowLimiter:
-    """At most ``limit`` failures per key within the last ``window`` seconds (one process)."""
+class CounterAttemptLimiter:
+    """At most ``limit`` failures per key within a sliding ``window`` of seconds."""
 
     def __init__(
-        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic
+        self,
+        counters: CounterStore,
+        name: str,
+        limit: int,
+        window: float,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.counters = counters
+        self.prefix = f"tw:signin:{name}:"
         self.limit = limit
         self.window = window
         self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
 
-    def _recent(self, key: str) -> deque[float]:
-        failures = self._failures.get(key)
-        if failures is None:
-            return deque()
-        cutoff = self.clock() - self.window
-        while failures and failures[0] <= cutoff:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-        return failures
+    def _check(self, key: str) -> LimitCheck:
+        index, elapsed = sliding_position(self.clock(), self.window)
+        # Keys are digests: no e-mail address or client address is written to the store.
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        # cost 0 and limit - 1: allowed while fewer than ``limit`` failures are counted
+        key = self.prefix + digest
+        return LimitCheck(key, self.limit - 1, self.window, index, elapsed, True, 0)
 
-    def allowed(self, key: str) -> bool:
-        return len(self._recent(key)) < self.limit
+    async def allowed(self, key: str) -> bool:
+        try:
+            allowed, _ = await self.counters.check([self._check(key)])
+        except StoreUnavailable:
+            return True  # like the gateway's limits: fail open, the store logs the outage
+        return allowed
 
-    def failed(self, key: str) -> None:
-        self._recent(key)
-        self._failures.setdefault(key, deque()).append(self.clock())
+    async def failed(self, key: str) -> None:
+        check = self._check(key)
+        try:
+            await self.counters.add(check.key, check.index, 1, check.ttl)
+        except StoreUnavailable:
+            return
 
-    def reset(self, key: str) -> None:
-        self._failures.pop(key, None)
+    async def reset(self, key: str) -> None:
+        check = self._check(key)
+        try:
+            await self.counters.clear(check.key, (check.index, check.index - 1))
+        except StoreUnavailable:
+            return

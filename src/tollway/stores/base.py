@@ -126,6 +126,10 @@ class CounterStore(Protocol):
         """The same without awaiting, if the store can (False: use :meth:`add`)."""
         ...
 
+    async def clear(self, key: str, indexes: Sequence[int]) -> None:
+        """Forget these windows of a counter (e.g. failed sign-ins after a success)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

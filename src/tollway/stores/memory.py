@@ -69,6 +69,10 @@ class MemoryCounterStore:
         self._incr(f"{key}:{index}", amount, ttl, self._clock())
         return True
 
+    async def clear(self, key: str, indexes: Sequence[int]) -> None:
+        for index in indexes:
+            self._counts.pop(f"{key}:{index}", None)
+
     def _prune(self, now: float) -> None:
         for slot in [slot for slot, (_, expires) in self._counts.items() if expires <= now]:
             del self._counts[slot]

@@ -152,6 +152,14 @@ class RedisCounterStore:
             raise self.breaker.failed(exc) from None
         self.breaker.ok()
 
+    async def clear(self, key: str, indexes: Sequence[int]) -> None:
+        self.breaker.guard()
+        try:
+            await self.client.delete(*(f"{key}:{index}" for index in indexes))
+        except (RedisError, OSError) as exc:
+            raise self.breaker.failed(exc) from None
+        self.breaker.ok()
+
     async def aclose(self) -> None:
         await self.client.aclose(close_connection_pool=True)
 
