@@ -71,13 +71,14 @@ def tollway_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, env: Mapping[str, str], cwd: Path | None = None
+    *args: str, env: Mapping[str, str], cwd: Path | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real ``tollway`` command."""
+    """Run the real ``tollway`` command (``stdin``: text fed to its standard input)."""
     return subprocess.run(
         [str(VENV_BIN / "tollway"), *args],
         env=dict(env),
         cwd=cwd,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,

@@ -11,6 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tollway.db.session import make_engine, session_factory, transaction
+from tollway.services import users
+
 from .servers import VENV_BIN, free_port, run_cli, tollway_env, tollway_serve, wait_ready
 
 KEY = re.compile(r"tw_[0-9A-Za-z]{46}")
@@ -211,3 +214,22 @@ def test_demo_prints_a_working_key_and_curl_line(tmp_path: Path) -> None:
             process.kill()
     (second_key,) = set(KEY.findall(output))
     assert second_key != first_key
+
+
+def test_an_admin_gets_a_password_from_stdin_never_from_argv(sqlite_url: str) -> None:
+    env = tollway_env(sqlite_url)
+    assert run_cli("migrate", env=env).returncode == 0
+    assert run_cli("user", "create", "boss@example.com", "--admin", env=env).returncode == 0
+    weak = run_cli("user", "set-password", "boss@example.com", env=env, stdin="password\n")
+    assert "password" in one_line_error(weak).lower()
+    chosen = "Quiet-Harbour-71"
+    done = run_cli("user", "set-password", "boss@example.com", env=env, stdin=chosen + "\n")
+    assert done.returncode == 0 and done.stdout.strip() == "password set for boss@example.com"
+    assert chosen not in done.stdout + done.stderr
+    engine = make_engine(sqlite_url)
+    try:
+        with transaction(session_factory(engine)) as session:
+            assert users.authenticate(session, "boss@example.com", chosen) is not None
+            assert users.authenticate(session, "boss@example.com", "wrong-Harbour-71") is None
+    finally:
+        engine.dispose()

@@ -204,6 +204,25 @@ def user_create(
     typer.echo(f"created {role} {run_in_transaction(load_settings(), work)}")
 
 
+@user_app.command("set-password")
+def user_set_password(email: str) -> None:
+    """Set a user's portal password: typed at a hidden prompt, or read from standard input.
+
+    Never from a command-line argument, where it would land in shell history and `ps`.
+    """
+    if sys.stdin.isatty():
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+
+    def work(session: Session) -> str:
+        user = users.get_user(session, email)
+        users.set_password(session, user, password)
+        return user.email
+
+    typer.echo(f"password set for {run_in_transaction(load_settings(), work)}")
+
+
 @user_app.command("list")
 def user_list() -> None:
     """List users."""
