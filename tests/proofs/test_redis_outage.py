@@ -110,7 +110,7 @@ async def test_redis_outage_fails_open_and_recovers(
     assert seen[-1] == 429
     assert seen.count(200) >= 5
     outage = [r.getMessage() for r in caplog.records if "redis" in r.getMessage()]
-    assert outage[0] == "redis unreachable: ConnectionError"  # once, not once per call
+    assert outage[0].startswith("redis unreachable: ")  # once, not once per call
     assert outage[1].startswith("redis reachable again after ")
     assert len(outage) == 2
 

@@ -91,3 +91,22 @@ async def test_byte_counters_grow_after_the_fact(store: CounterStore) -> None:
     await store.add(key, 7, 1500, 100)
     ok, states = await store.check([check])
     assert not ok and states[0].used == 1500
+
+
+@pytest.mark.redis
+async def test_redis_reloads_the_script_after_a_flush() -> None:
+    """A restarted (or SCRIPT FLUSHed) Redis has forgotten the script: EVAL loads it again."""
+    import redis.asyncio as aioredis
+
+    url = require_service(REDIS_URL, "redis")
+    counters, _ = open_stores(url)
+    admin = aioredis.Redis.from_url(url)
+    try:
+        key = fresh()
+        assert (await counters.check([sliding(key, 2, 60, 5.0)]))[0]
+        await admin.script_flush()
+        ok, states = await counters.check([sliding(key, 2, 60, 5.0)])
+        assert ok and states[0].remaining == 0
+    finally:
+        await admin.aclose()
+        await counters.aclose()

@@ -28,7 +28,9 @@ def open_stores(
         return MemoryCounterStore(), MemoryCacheStore(cache_bytes)
     if url.startswith(("redis://", "rediss://", "unix://")):
         from tollway.stores.redis import RedisCacheStore, RedisCounterStore, connect
+        from tollway.stores.resp import RespClient
 
         client = connect(url)
-        return RedisCounterStore(client), RedisCacheStore(client)
+        lean = RespClient(url) if url.startswith("redis://") else None  # (TLS, sockets: redis-py)
+        return RedisCounterStore(client, lean), RedisCacheStore(client)
     raise ValueError(f"unsupported store URL {url!r}: use memory:// or redis://host:port/db")

@@ -8,10 +8,12 @@ redis-py reconnects by itself when Redis is back.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -23,6 +25,7 @@ from tollway.stores.base import (
     StoreUnavailable,
     evaluate,
 )
+from tollway.stores.resp import RespClient, RespError
 
 logger = logging.getLogger("tollway.stores")
 
@@ -94,10 +97,12 @@ class _Breaker:
     def failed(self, exc: Exception) -> StoreUnavailable:
         self.failures += 1
         self.open_until = time.monotonic() + BACKOFF
+        # RespError texts are ours or Redis' error replies: no secret in either.
+        detail = str(exc) if isinstance(exc, RespError) else type(exc).__name__
         if not self.down:
             self.down = True
-            logger.warning("redis unreachable: %s", type(exc).__name__)
-        return StoreUnavailable(f"redis unavailable: {type(exc).__name__}")
+            logger.warning("redis unreachable: %s", detail)
+        return StoreUnavailable(f"redis unavailable: {detail}")
 
     def ok(self) -> None:
         if self.down:
@@ -106,36 +111,63 @@ class _Breaker:
         self.open_until = 0.0
 
 
+CHECK_SHA = hashlib.sha1(CHECK_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+
 class RedisCounterStore:
+    """Limit checks over the lean pipelined client (:mod:`tollway.stores.resp`); the rare
+    calls (bytes added after a response, forgetting failures) over redis-py."""
+
     is_shared = True
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, resp: RespClient | None = None) -> None:
         self.client = client
+        self.resp = resp
         self.script = client.register_script(CHECK_SCRIPT)
         self.breaker = _Breaker()
 
     def check_now(self, checks: Sequence[LimitCheck]) -> None:
         return None  # always a round trip
 
-    async def check(self, checks: Sequence[LimitCheck]) -> tuple[bool, list[LimitState]]:
-        keys: list[str] = []
-        args: list[float | int] = []
+    @staticmethod
+    def script_arguments(checks: Sequence[LimitCheck]) -> list[Any]:
+        """``numkeys, *keys, *args`` for the check script."""
+        keys: list[Any] = []
+        args: list[Any] = []
         for check in checks:
-            keys += (check.slot(check.index), check.slot(check.index - 1))
+            keys += (f"{check.key}:{check.index}", f"{check.key}:{check.index - 1}")
             weight = max(0.0, 1.0 - check.elapsed / check.window) if check.sliding else 0.0
             args += (check.limit, 1 if check.sliding else 0, weight, check.cost, check.ttl)
+        return [len(keys), *keys, *args]
+
+    async def check(self, checks: Sequence[LimitCheck]) -> tuple[bool, list[LimitState]]:
+        arguments = self.script_arguments(checks)
         self.breaker.guard()
         try:
-            reply = await self.script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+            reply = await self._run_script(arguments)
+        except (RedisError, RespError, OSError) as exc:
             raise self.breaker.failed(exc) from None
         self.breaker.ok()
-        allowed = bool(reply[0])
+        return self.judge(checks, reply)
+
+    async def _run_script(self, arguments: list[Any]) -> Any:
+        if self.resp is None:
+            numkeys, rest = arguments[0], arguments[1:]
+            return await self.script(keys=rest[:numkeys], args=rest[numkeys:])
+        try:
+            return await self.resp.call("EVALSHA", CHECK_SHA, *arguments)
+        except RespError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await self.resp.call("EVAL", CHECK_SCRIPT, *arguments)  # loads it too
+
+    @staticmethod
+    def judge(checks: Sequence[LimitCheck], reply: Any) -> tuple[bool, list[LimitState]]:
         states = [
             evaluate(check, int(reply[1 + 2 * i]), int(reply[2 + 2 * i]))
             for i, check in enumerate(checks)
         ]
-        return allowed, states
+        return bool(reply[0]), states
 
     def add_now(self, key: str, index: int, amount: int, ttl: int) -> bool:
         return False
@@ -161,6 +193,8 @@ class RedisCounterStore:
         self.breaker.ok()
 
     async def aclose(self) -> None:
+        if self.resp is not None:
+            self.resp.close()
         await self.client.aclose(close_connection_pool=True)
 
 
