@@ -23,6 +23,7 @@ from tollway.portal.limits import CounterAttemptLimiter
 from tollway.portal.oidc import OidcClient
 from tollway.portal.security import PREFIX, PortalSessions
 from tollway.portal.settings import PortalSettings
+from tollway.portal.verification import EmailVerification
 from tollway.portal.web import Portal, render
 from tollway.settings import Settings
 from tollway.stores import CounterStore, MemoryCounterStore
@@ -38,6 +39,7 @@ def _routes() -> list[Route | Mount]:
         Route("/signup", auth.signup, methods=["GET", "POST"]),
         Route("/signin", auth.signin, methods=["GET", "POST"]),
         Route("/signout", auth.signout, methods=["POST"]),
+        Route("/verify", auth.verify_email),
         Route("/oidc/{provider}/start", auth.oidc_start),
         Route("/oidc/{provider}/callback", auth.oidc_callback),
         Route("/account", pages.account),
@@ -87,9 +89,11 @@ def create_portal(
     """
     config = portal_settings or PortalSettings()
     counters = counters or MemoryCounterStore()
+    secret = _session_secret(settings)
     portal = Portal(
         sessions,
         config,
+        verification=EmailVerification(secret, config.verification_hook),
         account_limiter=CounterAttemptLimiter(
             counters, "account", config.signin_attempts_per_account, config.signin_window, clock
         ),
@@ -103,11 +107,7 @@ def create_portal(
     )
     app = Starlette(
         routes=[Mount(PREFIX, routes=_routes())],
-        middleware=[
-            Middleware(
-                PortalSessions, secret=_session_secret(settings), max_age=config.session_max_age
-            )
-        ],
+        middleware=[Middleware(PortalSessions, secret=secret, max_age=config.session_max_age)],
         exception_handlers={HTTPException: _http_error, UserError: _user_error},
     )
     app.state.portal = portal

@@ -7,6 +7,7 @@ and a failed sign-in says only that the e-mail or password is wrong.
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -23,6 +24,7 @@ logger = logging.getLogger("tollway.portal")
 SIGNUP_DONE = "Thanks! If this address is new, its account is ready: sign in below."
 BAD_SIGNIN = "The e-mail or password is not right, or the account cannot sign in."
 TOO_MANY = "Too many failed sign-ins. Wait a few minutes, then try again."
+VERIFIED = "Your e-mail address is verified. Sign in to subscribe to APIs."
 
 
 async def signup(request: Request) -> Response:
@@ -30,11 +32,30 @@ async def signup(request: Request) -> Response:
         return render(request, "signup.html", email="", error=None)
     form = await checked_form(request)
     email, password = str(form.get("email", "")), str(form.get("password", ""))
+    portal = portal_of(request)
     try:
-        await portal_of(request).db(users.register, email, password, name=str(form.get("name", "")))
+        user = await portal.db(users.register, email, password, name=str(form.get("name", "")))
     except UserError as exc:
         return render(request, "signup.html", 400, email=email, error=str(exc))
+    if user is not None and portal.verification is not None:
+        token = portal.verification.token(user.id, user.email)
+        link = request.url.replace(path=f"{PREFIX}/verify", query=urlencode({"token": token}))
+        portal.verification.send(user.email, str(link))
     return render(request, "signin.html", email=email, next_url=HOME, message=SIGNUP_DONE)
+
+
+async def verify_email(request: Request) -> Response:
+    """The link from the verification hook: mark the address verified."""
+    portal = portal_of(request)
+    found = (
+        portal.verification.read(request.query_params.get("token", ""))
+        if (portal.verification is not None)
+        else None
+    )
+    if found is None or not await portal.db(users.mark_email_verified, *found):
+        message = "This verification link is not valid or has expired. Sign up again for a new one."
+        return render(request, "error.html", 400, message=message)
+    return render(request, "signin.html", email=found[1], next_url=HOME, message=VERIFIED)
 
 
 async def signin(request: Request) -> Response:

@@ -71,7 +71,13 @@ async def account(request: Request) -> Response:
     return await _account_page(request)
 
 
-def _subscribe(session: Session, user: User, product_name: str) -> NewKeys:
+def _subscribe(
+    session: Session, user: User, product_name: str, verified_only: bool = False
+) -> NewKeys:
+    if verified_only and not user.email_verified:
+        raise UserError(
+            "Verify your e-mail address first: open the link we sent when you signed up."
+        )
     product = catalogue_service.published_product(session, product_name)
     issued = subscriptions.create_subscription(session, user, product)
     keys = [("primary", issued.primary), ("secondary", issued.secondary)]
@@ -82,8 +88,10 @@ def _subscribe(session: Session, user: User, product_name: str) -> NewKeys:
 async def subscribe(request: Request) -> Response:
     form = await checked_form(request)
     try:
-        keys = await portal_of(request).db(
-            _subscribe, signed_in(request), str(form.get("product", ""))
+        portal = portal_of(request)
+        required = portal.settings.verification_required
+        keys = await portal.db(
+            _subscribe, signed_in(request), str(form.get("product", "")), required
         )
     except UserError as exc:
         return await _account_page(request, _status(exc), error=str(exc))

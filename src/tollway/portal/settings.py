@@ -73,3 +73,11 @@ class PortalSettings(BaseSettings):
     )
     signin_window: float = Field(900.0, gt=0, description="Seconds the attempt limit covers.")
     id_token_leeway: int = Field(60, ge=0, description="Clock skew allowed on ID tokens (s).")
+    verification_hook: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="URL that receives {email, verify_url} as JSON after each sign-up.",
+    )
+    verification_required: bool = Field(
+        False, description="Only developers with a verified e-mail address may subscribe."
+    )

@@ -74,6 +74,16 @@ def register(session: Session, email: str, password: str, *, name: str = "") -> 
     return create_user(session, email, name=name.strip()[:200], password_hash=password_hash)
 
 
+def mark_email_verified(session: Session, user_id: int, email: str) -> bool:
+    """Mark the address verified if ``user_id`` still has it (False: no such user/address)."""
+    user = session.get(User, user_id)
+    if user is None or user.email != email:
+        return False
+    user.email_verified = True
+    session.flush()
+    return True
+
+
 def authenticate(session: Session, email: str, password: str) -> User | None:
     """The active user with this e-mail and password, else None (same work either way)."""
     try:
