@@ -21,17 +21,12 @@ class MemoryCounterStore:
     is_shared = False
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._counts: dict[str, list[float]] = {}
+        # (counter key, window index) -> [count, expires at]; tuple keys, no string formatting
+        self._counts: dict[tuple[str, int], list[float]] = {}
         self._clock = clock
         self._checks = 0
 
-    def _get(self, slot: str, now: float) -> int:
-        entry = self._counts.get(slot)
-        if entry is None or entry[1] <= now:
-            return 0
-        return int(entry[0])
-
-    def _incr(self, slot: str, amount: int, ttl: int, now: float) -> None:
+    def _incr(self, slot: tuple[str, int], amount: int, ttl: int, now: float) -> None:
         entry = self._counts.get(slot)
         if entry is None or entry[1] <= now:
             self._counts[slot] = [amount, now + ttl]
@@ -43,18 +38,23 @@ class MemoryCounterStore:
         self._checks += 1
         if self._checks % PRUNE_EVERY == 0:
             self._prune(now)
+        found = self._counts.get
         counts = []
         allowed = True
         for check in checks:
-            current = self._get(f"{check.key}:{check.index}", now)
-            previous = self._get(f"{check.key}:{check.index - 1}", now) if check.sliding else 0
+            entry = found((check.key, check.index))
+            current = int(entry[0]) if entry is not None and entry[1] > now else 0
+            previous = 0
+            if check.sliding:
+                entry = found((check.key, check.index - 1))
+                previous = int(entry[0]) if entry is not None and entry[1] > now else 0
             counts.append((current, previous))
             if used_of(check, current, previous) + check.cost > check.limit:
                 allowed = False
         if allowed:
             for i, check in enumerate(checks):
                 if check.cost:
-                    self._incr(f"{check.key}:{check.index}", check.cost, check.ttl, now)
+                    self._incr((check.key, check.index), check.cost, check.ttl, now)
                     counts[i] = (counts[i][0] + check.cost, counts[i][1])
         states = [evaluate(check, c, p) for check, (c, p) in zip(checks, counts, strict=True)]
         return allowed, states
@@ -66,12 +66,12 @@ class MemoryCounterStore:
         self.add_now(key, index, amount, ttl)
 
     def add_now(self, key: str, index: int, amount: int, ttl: int) -> bool:
-        self._incr(f"{key}:{index}", amount, ttl, self._clock())
+        self._incr((key, index), amount, ttl, self._clock())
         return True
 
     async def clear(self, key: str, indexes: Sequence[int]) -> None:
         for index in indexes:
-            self._counts.pop(f"{key}:{index}", None)
+            self._counts.pop((key, index), None)
 
     def _prune(self, now: float) -> None:
         for slot in [slot for slot, (_, expires) in self._counts.items() if expires <= now]:
