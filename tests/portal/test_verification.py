@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import anyio
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from tollway.types import Receive, Scope, Send
 
 from ..servers import serve_in_thread
-from .conftest import Portal
+from .conftest import Portal, csrf_of
 
 pytestmark = pytest.mark.anyio
 
@@ -81,3 +82,36 @@ async def test_only_verified_developers_subscribe(
     assert verified.status_code == 200 and "verified" in verified.text
     assert await subscribe(portal) == 201
     assert len(box.received) == 1
+
+
+async def test_password_reset_by_link_works_once(
+    portal: Portal, mailbox: tuple[Mailbox, str]
+) -> None:
+    box, _ = mailbox
+    await portal.signup("forgetful@example.com")
+    await box.wait_for(1)  # the verification mail
+    unknown = await portal.form("/portal/forgot", "/portal/forgot", email="nobody@example.com")
+    known = await portal.form("/portal/forgot", "/portal/forgot", email="forgetful@example.com")
+    assert unknown.status_code == known.status_code == 200
+    assert "reset link is on its way" in unknown.text and "reset link is on its way" in known.text
+    mail = (await box.wait_for(2))[1]
+    assert (mail["purpose"], mail["email"]) == ("reset", "forgetful@example.com")
+    link = mail["reset_url"]
+    page = await portal.client.get(link)
+    assert page.status_code == 200
+    token = link.partition("token=")[2]
+    new_password = "Brand-New-Harbour-42"
+    done = await portal.client.post(
+        "/portal/reset",
+        data={"csrf_token": csrf_of(page), "token": unquote(token), "password": new_password},
+    )
+    assert done.status_code == 200 and "password is changed" in done.text
+    assert (await portal.signin("forgetful@example.com")).status_code == 400  # old password
+    assert (await portal.signin("forgetful@example.com", new_password)).status_code == 303
+    page = await portal.client.get(link)  # the form still shows (a fresh CSRF token), but:
+    again = await portal.client.post(
+        "/portal/reset",
+        data={"csrf_token": csrf_of(page), "token": unquote(token), "password": "Another-Pw-99x"},
+    )
+    assert again.status_code == 400  # the link died with the old password
+    assert len(box.received) == 2  # nothing was sent for the unknown address

@@ -23,7 +23,7 @@ from tollway.portal.limits import CounterAttemptLimiter
 from tollway.portal.oidc import OidcClient
 from tollway.portal.security import PREFIX, PortalSessions
 from tollway.portal.settings import PortalSettings
-from tollway.portal.verification import EmailVerification
+from tollway.portal.verification import RESET_MAX_AGE, EmailLinks
 from tollway.portal.web import Portal, render
 from tollway.settings import Settings
 from tollway.stores import CounterStore, MemoryCounterStore
@@ -40,6 +40,8 @@ def _routes() -> list[Route | Mount]:
         Route("/signin", auth.signin, methods=["GET", "POST"]),
         Route("/signout", auth.signout, methods=["POST"]),
         Route("/verify", auth.verify_email),
+        Route("/forgot", auth.forgot_password, methods=["GET", "POST"]),
+        Route("/reset", auth.reset_password, methods=["GET", "POST"]),
         Route("/oidc/{provider}/start", auth.oidc_start),
         Route("/oidc/{provider}/callback", auth.oidc_callback),
         Route("/account", pages.account),
@@ -93,7 +95,10 @@ def create_portal(
     portal = Portal(
         sessions,
         config,
-        verification=EmailVerification(secret, config.verification_hook),
+        verification=EmailLinks(secret, config.verification_hook, "verify"),
+        resets=EmailLinks(secret, config.verification_hook, "reset", RESET_MAX_AGE)
+        if config.verification_hook
+        else None,
         account_limiter=CounterAttemptLimiter(
             counters, "account", config.signin_attempts_per_account, config.signin_window, clock
         ),

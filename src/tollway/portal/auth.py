@@ -25,6 +25,10 @@ SIGNUP_DONE = "Thanks! If this address is new, its account is ready: sign in bel
 BAD_SIGNIN = "The e-mail or password is not right, or the account cannot sign in."
 TOO_MANY = "Too many failed sign-ins. Wait a few minutes, then try again."
 VERIFIED = "Your e-mail address is verified. Sign in to subscribe to APIs."
+NO_RESET = "Password reset is not set up on this portal: ask its administrator."
+RESET_SENT = "If an account uses this address, a reset link is on its way. It works for an hour."
+BAD_RESET = "This reset link is not valid, was already used, or has expired. Ask for a new one."
+RESET_DONE = "Your password is changed. Sign in with the new one."
 
 
 async def signup(request: Request) -> Response:
@@ -37,7 +41,7 @@ async def signup(request: Request) -> Response:
         user = await portal.db(users.register, email, password, name=str(form.get("name", "")))
     except UserError as exc:
         return render(request, "signup.html", 400, email=email, error=str(exc))
-    if user is not None and portal.verification is not None:
+    if user is not None and portal.verification is not None and portal.verification.hook_url:
         token = portal.verification.token(user.id, user.email)
         link = request.url.replace(path=f"{PREFIX}/verify", query=urlencode({"token": token}))
         portal.verification.send(user.email, str(link))
@@ -56,6 +60,49 @@ async def verify_email(request: Request) -> Response:
         message = "This verification link is not valid or has expired. Sign up again for a new one."
         return render(request, "error.html", 400, message=message)
     return render(request, "signin.html", email=found[1], next_url=HOME, message=VERIFIED)
+
+
+async def forgot_password(request: Request) -> Response:
+    """Ask for a reset link: the same answer whether or not the address has an account."""
+    portal = portal_of(request)
+    if portal.resets is None:
+        return render(request, "error.html", 404, message=NO_RESET)
+    if request.method == "GET":
+        return render(request, "forgot.html", email="")
+    form = await checked_form(request)
+    email = str(form.get("email", "")).strip()
+    found = await portal.db(users.reset_candidate, email)
+    if found is not None:
+        user_id, address, fingerprint = found
+        token = portal.resets.token(user_id, fingerprint)
+        link = request.url.replace(path=f"{PREFIX}/reset", query=urlencode({"token": token}))
+        portal.resets.send(address, str(link))
+    return render(request, "forgot.html", email=email, message=RESET_SENT)
+
+
+async def reset_password(request: Request) -> Response:
+    """The link from the hook: choose a new password (the link then stops working)."""
+    portal = portal_of(request)
+    if portal.resets is None:
+        return render(request, "error.html", 404, message=NO_RESET)
+    if request.method == "GET":
+        token = request.query_params.get("token", "")
+        if portal.resets.read(token) is None:
+            return render(request, "error.html", 400, message=BAD_RESET)
+        return render(request, "reset.html", token=token)
+    form = await checked_form(request)
+    token, password = str(form.get("token", "")), str(form.get("password", ""))
+    found = portal.resets.read(token)
+    if found is None:
+        return render(request, "error.html", 400, message=BAD_RESET)
+    try:
+        email = await portal.db(users.reset_password, found[0], found[1], password)
+    except UserError as exc:
+        return render(request, "reset.html", 400, token=token, error=str(exc))
+    if email is None:
+        return render(request, "error.html", 400, message=BAD_RESET)
+    await portal.account_limiter.reset(f"account:{email}")
+    return render(request, "signin.html", email=email, next_url=HOME, message=RESET_DONE)
 
 
 async def signin(request: Request) -> Response:

@@ -1,10 +1,13 @@
-"""E-mail verification hook: after a sign-up, Tollway POSTs ``{"email", "verify_url"}`` as JSON
-to ``TOLLWAY_PORTAL_VERIFICATION_HOOK`` (your mail sender, a serverless function...). Opening
-``verify_url`` marks the address verified. With ``TOLLWAY_PORTAL_VERIFICATION_REQUIRED=true``
-only verified developers can subscribe.
+"""Links sent by e-mail through a hook: address verification and password reset.
 
-The link is a signed, expiring token (itsdangerous), never stored. The hook is called in the
-background, so a sign-up answers in the same time whether or not the address was new.
+After a sign-up, Tollway POSTs ``{"purpose": "verify", "email", "verify_url"}`` as JSON to
+``TOLLWAY_PORTAL_VERIFICATION_HOOK`` (your mail sender, a serverless function...); opening the
+link marks the address verified (with ``TOLLWAY_PORTAL_VERIFICATION_REQUIRED=true`` only
+verified developers can subscribe). A password reset request sends
+``{"purpose": "reset", "email", "reset_url"}`` to the same hook.
+
+Links are signed, expiring tokens (itsdangerous), never stored or logged. The hook is called in
+the background, so the page answers in the same time whether or not the address has an account.
 """
 
 from __future__ import annotations
@@ -18,42 +21,48 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 logger = logging.getLogger("tollway.portal")
 
 MAX_AGE = 2 * 86400  # seconds a verification link works
+RESET_MAX_AGE = 3600  # seconds a password reset link works
 
 
-class EmailVerification:
-    def __init__(self, secret: str, hook_url: str | None, max_age: int = MAX_AGE) -> None:
-        self.signer = URLSafeTimedSerializer(secret, salt="tollway-verify-email")
+class EmailLinks:
+    """Signed links for one purpose ("verify" or "reset"), sent through the hook."""
+
+    def __init__(
+        self, secret: str, hook_url: str | None, purpose: str, max_age: int = MAX_AGE
+    ) -> None:
+        self.signer = URLSafeTimedSerializer(secret, salt=f"tollway-email-{purpose}")
         self.hook_url = hook_url
+        self.purpose = purpose
         self.max_age = max_age
         self._sending: set[asyncio.Task[None]] = set()
 
-    def token(self, user_id: int, email: str) -> str:
-        return self.signer.dumps([user_id, email])
+    def token(self, user_id: int, check: str) -> str:
+        """``check`` must still match when the link is used (the address, a password digest)."""
+        return self.signer.dumps([user_id, check])
 
     def read(self, token: str) -> tuple[int, str] | None:
-        """(user id, e-mail) from a valid, unexpired token, else None."""
+        """(user id, check) from a valid, unexpired token, else None."""
         try:
-            user_id, email = self.signer.loads(token, max_age=self.max_age)
+            user_id, check = self.signer.loads(token, max_age=self.max_age)
         except (BadSignature, ValueError, TypeError):
             return None
-        return int(user_id), str(email)
+        return int(user_id), str(check)
 
-    def send(self, email: str, verify_url: str) -> None:
+    def send(self, email: str, link: str) -> None:
         """Call the hook in the background (failures are logged, never shown to the user)."""
         if self.hook_url is None:
             return
-        task = asyncio.get_running_loop().create_task(self._post(email, verify_url))
+        task = asyncio.get_running_loop().create_task(self._post(email, link))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _post(self, email: str, verify_url: str) -> None:
+    async def _post(self, email: str, link: str) -> None:
         assert self.hook_url is not None
         try:
             async with httpx.AsyncClient(timeout=10.0) as client:
-                reply = await client.post(
-                    self.hook_url, json={"email": email, "verify_url": verify_url}
-                )
+                payload = {"purpose": self.purpose, "email": email, f"{self.purpose}_url": link}
+                reply = await client.post(self.hook_url, json=payload)
                 reply.raise_for_status()
         except httpx.HTTPError as exc:
             # No address and no link in the log: the link is a credential until it expires.
-            logger.warning("e-mail verification hook failed: %s", type(exc).__name__)
+            logger.warning("e-mail %s hook failed: %s", self.purpose, type(exc).__name__)

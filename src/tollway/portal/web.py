@@ -23,7 +23,7 @@ from tollway.portal.limits import AttemptLimiter
 from tollway.portal.oidc import OidcClient
 from tollway.portal.security import CSRF_FIELD, PREFIX, check_csrf, csrf_token
 from tollway.portal.settings import PortalSettings
-from tollway.portal.verification import EmailVerification
+from tollway.portal.verification import EmailLinks
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -45,7 +45,8 @@ class Portal:
     account_limiter: AttemptLimiter
     ip_limiter: AttemptLimiter
     oidc: dict[str, OidcClient] = field(default_factory=dict)
-    verification: EmailVerification | None = None
+    verification: EmailLinks | None = None
+    resets: EmailLinks | None = None
 
     async def db(
         self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs

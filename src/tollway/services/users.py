@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 
 from sqlalchemy import func, select
@@ -82,6 +84,33 @@ def mark_email_verified(session: Session, user_id: int, email: str) -> bool:
     user.email_verified = True
     session.flush()
     return True
+
+
+def password_fingerprint(user: User) -> str:
+    """Changes whenever the password does: a reset link made for one hash dies with it."""
+    return hashlib.sha256((user.password_hash or "no password").encode()).hexdigest()[:24]
+
+
+def reset_candidate(session: Session, email: str) -> tuple[int, str, str] | None:
+    """(id, e-mail, password fingerprint) of the active user with this address, else None."""
+    try:
+        user = find_user(session, email)
+    except UserError:
+        return None
+    if user is None or user.state != UserState.active:
+        return None
+    return user.id, user.email, password_fingerprint(user)
+
+
+def reset_password(session: Session, user_id: int, fingerprint: str, password: str) -> str | None:
+    """Set a new password if the link's fingerprint still matches; the user's e-mail, or None."""
+    user = session.get(User, user_id)
+    if user is None or user.state != UserState.active:
+        return None
+    if not hmac.compare_digest(password_fingerprint(user), fingerprint):
+        return None
+    set_password(session, user, password)
+    return user.email
 
 
 def authenticate(session: Session, email: str, password: str) -> User | None:
