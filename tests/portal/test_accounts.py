@@ -6,6 +6,8 @@ import httpx
 import pytest
 
 from tests.portal.conftest import PASSWORD, Portal, csrf_of
+from tollway.db.session import transaction
+from tollway.services import users
 
 pytestmark = pytest.mark.anyio
 
@@ -155,3 +157,13 @@ async def test_sign_in_attempts_are_limited_per_account_and_per_address(portal: 
     for n in range(2):
         await portal.signin(f"guess{n}@example.com", "wrong guess, again")
     assert (await portal.signin("other@example.com")).status_code == 429
+
+
+@pytest.mark.parametrize("portal_env", [{"TOLLWAY_PORTAL_SIGNUPS_PER_IP": "3"}])
+async def test_sign_ups_per_address_are_limited(portal: Portal) -> None:
+    answers = [(await portal.signup(f"bot{n}@example.com")).status_code for n in range(4)]
+    assert answers == [200, 200, 200, 429]
+    refused = await portal.signup("human@example.com")
+    assert refused.status_code == 429 and "Too many requests" in refused.text
+    with transaction(portal.sessions) as session:
+        assert users.find_user(session, "bot3@example.com") is None  # nothing was created

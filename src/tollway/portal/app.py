@@ -105,6 +105,9 @@ def create_portal(
         ip_limiter=CounterAttemptLimiter(
             counters, "ip", config.signin_attempts_per_ip, config.signin_window, clock
         ),
+        signup_limiter=CounterAttemptLimiter(
+            counters, "signup", config.signups_per_ip, 3600, clock
+        ),
         oidc={
             p.name: OidcClient(p, leeway=config.id_token_leeway, clock=clock)
             for p in config.oidc_providers

@@ -25,6 +25,7 @@ SIGNUP_DONE = "Thanks! If this address is new, its account is ready: sign in bel
 BAD_SIGNIN = "The e-mail or password is not right, or the account cannot sign in."
 TOO_MANY = "Too many failed sign-ins. Wait a few minutes, then try again."
 VERIFIED = "Your e-mail address is verified. Sign in to subscribe to APIs."
+TOO_MANY_SIGNUPS = "Too many requests from your network. Try again in an hour."
 NO_RESET = "Password reset is not set up on this portal: ask its administrator."
 RESET_SENT = "If an account uses this address, a reset link is on its way. It works for an hour."
 BAD_RESET = "This reset link is not valid, was already used, or has expired. Ask for a new one."
@@ -37,6 +38,8 @@ async def signup(request: Request) -> Response:
     form = await checked_form(request)
     email, password = str(form.get("email", "")), str(form.get("password", ""))
     portal = portal_of(request)
+    if not await _spend_signup(request):
+        return render(request, "signup.html", 429, email=email, error=TOO_MANY_SIGNUPS)
     try:
         user = await portal.db(users.register, email, password, name=str(form.get("name", "")))
     except UserError as exc:
@@ -46,6 +49,19 @@ async def signup(request: Request) -> Response:
         link = request.url.replace(path=f"{PREFIX}/verify", query=urlencode({"token": token}))
         portal.verification.send(user.email, str(link))
     return render(request, "signin.html", email=email, next_url=HOME, message=SIGNUP_DONE)
+
+
+async def _spend_signup(request: Request) -> bool:
+    """Count a sign-up or reset request against the client's address; False when over."""
+    limiter = portal_of(request).signup_limiter
+    if limiter is None:
+        return True
+    peer = f"ip:{request.client.host if request.client else '-'}"
+    if not await limiter.allowed(peer):
+        logger.warning("sign-up/reset refused: too many from one address")
+        return False
+    await limiter.failed(peer)
+    return True
 
 
 async def verify_email(request: Request) -> Response:
@@ -71,6 +87,8 @@ async def forgot_password(request: Request) -> Response:
         return render(request, "forgot.html", email="")
     form = await checked_form(request)
     email = str(form.get("email", "")).strip()
+    if not await _spend_signup(request):
+        return render(request, "forgot.html", 429, email=email, error=TOO_MANY_SIGNUPS)
     found = await portal.db(users.reset_candidate, email)
     if found is not None:
         user_id, address, fingerprint = found

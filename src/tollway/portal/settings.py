@@ -72,6 +72,12 @@ class PortalSettings(BaseSettings):
         20, gt=0, description="Failed sign-ins allowed per client address per window."
     )
     signin_window: float = Field(900.0, gt=0, description="Seconds the attempt limit covers.")
+    signups_per_ip: int = Field(
+        10,
+        gt=0,
+        description="Sign-ups and reset requests per client address per hour (each costs an "
+        "argon2 hash or an e-mail).",
+    )
     id_token_leeway: int = Field(60, ge=0, description="Clock skew allowed on ID tokens (s).")
     verification_hook: str | None = Field(
         None,

@@ -47,6 +47,7 @@ class Portal:
     oidc: dict[str, OidcClient] = field(default_factory=dict)
     verification: EmailLinks | None = None
     resets: EmailLinks | None = None
+    signup_limiter: AttemptLimiter | None = None
 
     async def db(
         self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
