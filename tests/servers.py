@@ -10,13 +10,14 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 
-from tollway.types import ASGIApp
+from tollway.types import ASGIApp, Receive
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -86,28 +87,57 @@ def run_cli(
     )
 
 
+@dataclass
+class TollwayProcess:
+    """A running ``tollway`` server process; ``output`` is filled in once it has stopped."""
+
+    base: str
+    output: str = ""
+
+
 @contextmanager
-def tollway_serve(env: Mapping[str, str], *args: str) -> Iterator[str]:
-    """Start ``tollway serve`` as a separate process; yield its base URL; stop it after."""
+def tollway_process(
+    command: str, env: Mapping[str, str], *args: str, cwd: Path | None = None
+) -> Iterator[TollwayProcess]:
+    """Start ``tollway <command> --port N`` (serve or demo), wait until it is ready, stop it
+    after (SIGTERM, then SIGKILL if it hangs) and keep what it printed."""
     port = free_port()
     process = subprocess.Popen(
-        [str(VENV_BIN / "tollway"), "serve", "--port", str(port), *args],
+        [str(VENV_BIN / "tollway"), command, "--port", str(port), *args],
         env=dict(env),
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    base = f"http://127.0.0.1:{port}"
+    running = TollwayProcess(f"http://127.0.0.1:{port}")
     try:
-        wait_ready(base, process)
-        yield base
+        wait_ready(running.base, process)
+        yield running
     finally:
         process.terminate()
         try:
-            process.communicate(timeout=15)
+            running.output = process.communicate(timeout=15)[0]
         except subprocess.TimeoutExpired:
             process.kill()
-            process.communicate()
+            running.output = process.communicate()[0]
+
+
+@contextmanager
+def tollway_serve(env: Mapping[str, str], *args: str) -> Iterator[str]:
+    """Start ``tollway serve`` as a separate process; yield its base URL; stop it after."""
+    with tollway_process("serve", env, *args) as running:
+        yield running.base
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body of an ASGI request (for small recording test servers)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
 
 
 def wait_ready(base: str, process: subprocess.Popen[str], timeout: float = 30) -> None:

@@ -14,7 +14,7 @@ import pytest
 from tollway.db.session import make_engine, session_factory, transaction
 from tollway.services import users
 
-from .servers import VENV_BIN, free_port, run_cli, tollway_env, tollway_serve, wait_ready
+from .servers import free_port, run_cli, tollway_env, tollway_process, tollway_serve
 
 KEY = re.compile(r"tw_[0-9A-Za-z]{46}")
 
@@ -166,52 +166,19 @@ def test_help_everywhere() -> None:
 
 @pytest.mark.slow
 def test_demo_prints_a_working_key_and_curl_line(tmp_path: Path) -> None:
-    def run_demo() -> tuple[str, str]:
-        port = free_port()
-        process = subprocess.Popen(
-            [str(VENV_BIN / "tollway"), "demo", "--port", str(port)],
-            cwd=tmp_path,
-            env=tollway_env("sqlite://"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(base, process)
-            process.terminate()
-            output = process.communicate(timeout=15)[0]
-        finally:
-            if process.poll() is None:
-                process.kill()
-        return base, output
-
-    base, output = run_demo()
-    curl = re.search(r'curl -H "X-API-Key: (tw_\w+)" "([^"]+)"', output)
-    assert curl is not None, output
-    assert curl.group(2) == f"{base}/names/generate_name?starts_with=n"
+    env = tollway_env("sqlite://")
+    with tollway_process("demo", env, cwd=tmp_path) as first:
+        pass
+    curl = re.search(r'curl -H "X-API-Key: (tw_\w+)" "([^"]+)"', first.output)
+    assert curl is not None, first.output
+    assert curl.group(2) == f"{first.base}/names/generate_name?starts_with=n"
     assert (tmp_path / "tollway-demo.db").exists()
     first_key = curl.group(1)
 
     # the second run reuses the database and prints a new key that works; the old one does not
-    port = free_port()
-    process = subprocess.Popen(
-        [str(VENV_BIN / "tollway"), "demo", "--port", str(port)],
-        cwd=tmp_path,
-        env=tollway_env("sqlite://"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, process)
-        assert key_status(base, first_key) == 401
-        process.terminate()
-        output = process.communicate(timeout=15)[0]
-    finally:
-        if process.poll() is None:
-            process.kill()
+    with tollway_process("demo", env, cwd=tmp_path) as second:
+        assert key_status(second.base, first_key) == 401
+    output = second.output
     (second_key,) = set(KEY.findall(output))
     assert second_key != first_key
 

@@ -13,7 +13,7 @@ import pytest
 
 from tollway.types import Receive, Scope, Send
 
-from ..servers import serve_in_thread
+from ..servers import read_body, serve_in_thread
 from .conftest import Portal, csrf_of
 
 pytestmark = pytest.mark.anyio
@@ -28,13 +28,7 @@ class Mailbox:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        self.received.append(json.loads(body))
+        self.received.append(json.loads(await read_body(receive)))
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.servers import serve_in_thread
+from tests.servers import read_body, serve_in_thread
 from tollway.samples import webhook
 from tollway.samples.webhook import WebhookSettings, create_app
 from tollway.types import Receive, Scope, Send
@@ -44,13 +44,7 @@ class CallbackTarget:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        self.received.append({"path": scope["path"], "body": body})
+        self.received.append({"path": scope["path"], "body": await read_body(receive)})
         await send({"type": "http.response.start", "status": self.status, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
