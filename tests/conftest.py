@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from tollway.db.migrate import upgrade
 from tollway.db.session import make_engine, session_factory
 
+from .servers import TRANSPORTS
+
 POSTGRES_URL = os.environ.get("TOLLWAY_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("TOLLWAY_TEST_REDIS_URL")
 REQUIRE_SERVICES = os.environ.get("TOLLWAY_TEST_REQUIRE_SERVICES") == "1"
@@ -79,3 +81,9 @@ def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def sessions(engine: Engine) -> sessionmaker[Session]:
     return session_factory(engine)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every security and behaviour test over sockets runs on the fast path and the ASGI path."""
+    return str(request.param)

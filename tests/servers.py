@@ -61,6 +61,24 @@ def serve_in_thread(app: ASGIApp, *, lifespan: str = "auto", http: Any = "auto")
         thread.join(10)
 
 
+TRANSPORTS = ("asgi", "fast")
+
+
+@contextmanager
+def serve_gateway(gateway: ASGIApp, transport: str) -> Iterator[str]:
+    """Serve a gateway over real sockets on one of its two transports; yield its base URL.
+
+    ``fast``: Tollway's callback fast path (``tollway serve``'s default); ``asgi``: the same
+    gateway with every request on the ASGI path (``TOLLWAY_FAST_PATH=false``). Security and
+    behaviour tests run on both (the ``transport`` fixture).
+    """
+    from tollway.gateway.fastpath import GatewayProtocol
+
+    http: Any = GatewayProtocol if transport == "fast" else "auto"
+    with serve_in_thread(gateway, lifespan="on", http=http) as base:
+        yield base
+
+
 def tollway_env(database_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLWAY_")}
     env.update(

@@ -17,13 +17,12 @@ from sqlalchemy import Engine
 
 from tollway.db.session import session_factory, transaction
 from tollway.gateway.app import Gateway, create_gateway
-from tollway.gateway.fastpath import GatewayProtocol
 from tollway.samples.echo import app as echo_app
 from tollway.services import subscriptions, users
 from tollway.settings import Settings
 
 from ..conftest import REDIS_URL, require_service
-from ..servers import free_port, serve_in_thread
+from ..servers import free_port, serve_gateway, serve_in_thread
 from .conftest import SECRET, apply
 from .test_usage import usage_rows
 
@@ -54,13 +53,10 @@ def socket_config(upstream: str, **backend: Any) -> dict[str, Any]:
     }
 
 
-PROTOCOLS = {"asgi": "auto", "fast": GatewayProtocol}
-
-
-@pytest.fixture(params=sorted(PROTOCOLS))
-def protocol(request: pytest.FixtureRequest) -> str:
-    """Every socket test runs against uvicorn's plain ASGI path and Tollway's fast path."""
-    return str(request.param)
+@pytest.fixture
+def protocol(transport: str) -> str:
+    """Every socket test runs against the ASGI path and Tollway's fast path."""
+    return transport
 
 
 @pytest.fixture
@@ -72,7 +68,7 @@ def gateway(sqlite_engine: Engine, sqlite_url: str, upstream: str) -> Gateway:
 
 @pytest.fixture
 def gateway_url(gateway: Gateway, protocol: str) -> Iterator[str]:
-    with serve_in_thread(gateway, lifespan="on", http=PROTOCOLS[protocol]) as base:
+    with serve_gateway(gateway, protocol) as base:
         yield base
 
 
@@ -242,7 +238,7 @@ def test_keys_are_checked_and_stripped_and_calls_counted(
     settings = Settings(database_url=sqlite_url, secret_key=SECRET)  # type: ignore[arg-type]
     gateway = create_gateway(settings, engine=sqlite_engine)
     with (
-        serve_in_thread(gateway, lifespan="on", http=PROTOCOLS[protocol]) as base,
+        serve_gateway(gateway, protocol) as base,
         httpx.Client(base_url=base) as client,
     ):
         missing = client.get("/echo/x")
@@ -352,7 +348,7 @@ def test_policies_apply_on_both_paths(
     gateway = create_gateway(settings, engine=sqlite_engine)
     origin = {"Origin": "https://app.example.com"}
     with (
-        serve_in_thread(gateway, lifespan="on", http=PROTOCOLS[protocol]) as base,
+        serve_gateway(gateway, protocol) as base,
         httpx.Client(base_url=base) as client,
     ):
         preflight = client.options(

@@ -9,11 +9,9 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.proofs.conftest import apply, make_gateway
-from tests.servers import serve_in_thread
-from tollway.gateway.fastpath import GatewayProtocol
+from tests.servers import TRANSPORTS, serve_gateway, serve_in_thread
 from tollway.samples.echo import app as echo_app
 
-PROTOCOLS = {"asgi": "auto", "fast": GatewayProtocol}
 OFFICE = "203.0.113.0/24"
 
 
@@ -41,13 +39,13 @@ def get_from(base: str, path: str, forwarded_for: str) -> httpx.Response:
     return httpx.get(f"{base}{path}", headers={"X-Forwarded-For": forwarded_for})
 
 
-@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+@pytest.mark.parametrize("protocol", TRANSPORTS)
 def test_spoofed_forwarded_for_is_still_denied(
     sqlite_engine: Engine, sqlite_url: str, upstream: str, protocol: str
 ) -> None:
     apply(sqlite_engine, filtered_config(upstream))
     gateway = make_gateway(sqlite_engine, sqlite_url)
-    with serve_in_thread(gateway, lifespan="on", http=PROTOCOLS[protocol]) as base:
+    with serve_gateway(gateway, protocol) as base:
         spoof_in = get_from(base, "/office/x", "203.0.113.5")
         spoof_out = get_from(base, "/blocked/x", "198.51.100.9")
     assert spoof_in.status_code == 403
@@ -55,13 +53,13 @@ def test_spoofed_forwarded_for_is_still_denied(
     assert spoof_out.status_code == 403
 
 
-@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+@pytest.mark.parametrize("protocol", TRANSPORTS)
 def test_forwarded_for_from_a_trusted_proxy_is_believed(
     sqlite_engine: Engine, sqlite_url: str, upstream: str, protocol: str
 ) -> None:
     apply(sqlite_engine, filtered_config(upstream))
     gateway = make_gateway(sqlite_engine, sqlite_url, trusted_proxies=["127.0.0.1"])
-    with serve_in_thread(gateway, lifespan="on", http=PROTOCOLS[protocol]) as base:
+    with serve_gateway(gateway, protocol) as base:
         office = get_from(base, "/office/x", "203.0.113.5")
         outsider = get_from(base, "/office/x", "198.51.100.9")
         # a client cannot prepend its own hop in front of the proxy's

@@ -1,0 +1,1 @@
+"""Attacks from the security campaign (issue 9), kept as tests; each runs on both transports."""
