@@ -3,6 +3,15 @@
 Removes hop-by-hop headers (RFC 9110 §7.6.1) and the subscription key, works out the client
 address (believing ``X-Forwarded-For`` only from configured trusted proxies) and sets
 ``X-Forwarded-For/-Proto/-Host/-Prefix`` for the backend.
+
+Message framing is never left to the client's header list: ``Transfer-Encoding`` is dropped
+(the backend's ``chunked`` is written by ``HttpBackend.request_head``) and ``Content-Length`` (the
+value the HTTP parser accepted and delivers exactly) is added back after the ``Connection``
+tokens are applied, so a header named in the client's ``Connection`` can remove nothing that
+frames or routes the request (issue 9: removing
+``Content-Length`` while the body was still streamed let the body reach the backend as a second,
+unchecked request). ``Forwarded`` and ``X-Real-IP`` are believed, and passed on, only from
+trusted proxies, like ``X-Forwarded-*``.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ from tollway.types import Headers
 _CAPTURED = frozenset(
     {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix"}
 )
+# Client-address headers other proxies use: passed on only when a trusted proxy sent them.
+_PROXY_ONLY = frozenset({b"forwarded", b"x-real-ip"})
 
 
 class ProxyTrust:
@@ -73,8 +84,10 @@ def prepare_request(
     out: Headers = []
     key: bytes | None = None
     framing = BodyFraming.NONE
+    length: bytes | None = None
     captured: dict[bytes, bytes] = {}
     connection_tokens: bytes | None = None
+    proxy_only: Headers = []
     for name, value in headers:
         if name == key_header:
             key = value.strip()
@@ -86,16 +99,23 @@ def prepare_request(
         elif name in _CAPTURED:
             captured[name] = value
         elif name == b"content-length":
-            if value != b"0":
+            # (The HTTP parser has already refused duplicates and non-digits.)
+            length = value.strip()
+            if length != b"0":
                 framing = BodyFraming.LENGTH
-            out.append((name, value))
+        elif name in _PROXY_ONLY:
+            proxy_only.append((name, value))
         elif name != b"expect":  # 100-continue is answered by our server, not forwarded
             out.append((name, value))
     if connection_tokens:
         listed = {t.strip().lower() for t in connection_tokens.split(b",")}
         out = [(n, v) for n, v in out if n not in listed]
+    if length is not None and framing != BodyFraming.CHUNKED:
+        out.append((b"content-length", length))  # after the Connection filter: always sent
     forwarded_for = captured.get(b"x-forwarded-for")
     trusted = bool(trust) and trust.trusts(peer)
+    if trusted:
+        out += proxy_only
     address = trust.client_address(peer, forwarded_for) if trusted else peer
     proto = scheme
     if trusted and b"x-forwarded-proto" in captured:

@@ -7,6 +7,13 @@ streamed both ways with back-pressure, hop-by-hop headers already handled by the
 
 One :class:`Exchange` drives one request/response over a :class:`UpstreamConnection`;
 :class:`Origin` keeps the idle keep-alive connections of one backend (LIFO, bounded).
+
+A pooled connection is trusted only while it behaves: bytes that arrive while it is idle, or
+after the response to the request in flight (a second response, a body on a 204 or HEAD answer,
+a ``Content-Length`` shorter than the body), close it, so they can never be read as the next
+caller's answer (issue 9, item 2). A response with framing the gateway cannot be sure of
+(``Transfer-Encoding`` other than ``chunked``; duplicate or conflicting lengths, which httptools
+refuses) fails that call with a 502 and closes the connection.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ class StaleConnection(UpstreamError):
     """A pooled connection was closed by the backend before it answered; safe to retry."""
 
 
+class _StrayResponse(Exception):
+    """Raised inside the parser when a message starts that no request asked for."""
+
+
 class ResponseSink(Protocol):
     """Receives a response as it is parsed (the fast path); without one, it is buffered."""
 
@@ -64,6 +75,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.reused = False
+        self.idle = False  # in the pool: anything received now is unsolicited
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -83,16 +95,28 @@ class UpstreamConnection(asyncio.Protocol):
         self.until_close = False
         self.sink: ResponseSink | None = None
         self.last_activity = 0.0
+        self.informational = False  # a 1xx head is being read; the real response follows
 
     # asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if self.idle or self.closed:
+            self.close()  # unsolicited bytes on an idle connection: never reuse it
+            return
         self.received_any = True
         self.last_activity = self.loop.time()
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _StrayResponse):
+                self.close()  # the answer in flight is whole; what follows is not ours
+                return
+            if isinstance(exc.__context__, UpstreamError):
+                self._fail(exc.__context__)
+                return
+            raise
         except httptools.HttpParserError:
             self._fail(UpstreamError("the backend sent a malformed HTTP response"))
 
@@ -128,22 +152,40 @@ class UpstreamConnection(asyncio.Protocol):
             self._drain_waiter.set_result(None)
 
     # httptools callbacks ----------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete or self.idle or (self.headers_done and not self.informational):
+            raise _StrayResponse
+        self.informational = False
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # 1xx (103 Early Hints, ...): skipped, the response follows
+            self.informational = True
+            self.headers = []
+            return
+        framing = [value for name, value in self.headers if name == b"transfer-encoding"]
+        if framing and (len(framing) > 1 or framing[0].strip().lower() != b"chunked"):
+            # nginx answers 502 too: the body's end could only be guessed.
+            raise UpstreamError("the backend sent a Transfer-Encoding other than chunked")
+        self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         self.headers_done = True
-        self.until_close = not any(
-            name in (b"content-length", b"transfer-encoding") for name, _ in self.headers
-        ) and self.status not in (204, 304)
+        self.until_close = (
+            not framing
+            and self.status not in (204, 304)
+            and not any(name == b"content-length" for name, _ in self.headers)
+        )
         if self.sink is not None:
             self.sink.upstream_head(self.status, self.headers)
             return
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self.informational:
+            return
         if self.sink is not None:
             self.sink.upstream_body(body)
             return
@@ -155,6 +197,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.informational:
+            return
         self.complete = True
         if self.sink is not None:
             self.sink.upstream_complete()
@@ -233,6 +277,7 @@ class Origin:
             connection = self._idle.pop()
             if not connection.closed:
                 connection.reused = True
+                connection.idle = False
                 return connection
         return None
 
@@ -266,6 +311,7 @@ class Origin:
             connection.close()
             return
         connection._reset_exchange()
+        connection.idle = True
         self._idle.append(connection)
 
     def close(self) -> None:
