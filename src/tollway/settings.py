@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     usage_buffer_limit: int = Field(
         100_000, gt=0, description="Most usage rows held in memory while the store is down."
     )
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=0,
+        description="Largest request body the gateway forwards to any API unless a "
+        "request-size-limit policy says otherwise (413 beyond it, from Content-Length before "
+        "anything is forwarded, or as soon as a chunked body crosses it).",
+    )
     access_log: bool = Field(False, description="Log one line per request (costs CPU).")
     fast_path: bool = Field(
         True,

@@ -62,7 +62,7 @@ def protocol(transport: str) -> str:
 @pytest.fixture
 def gateway(sqlite_engine: Engine, sqlite_url: str, upstream: str) -> Gateway:
     apply(sqlite_engine, socket_config(upstream))
-    settings = Settings(database_url=sqlite_url, secret_key=SECRET)  # type: ignore[arg-type]
+    settings = Settings(database_url=sqlite_url, secret_key=SECRET, max_body_bytes=64 * MB)  # type: ignore[arg-type]
     return create_gateway(settings, engine=sqlite_engine)
 
 
@@ -235,7 +235,7 @@ def test_keys_are_checked_and_stripped_and_calls_counted(
             session, user, subscriptions.get_product(session, "starter")
         )
         sid = keys.subscription.id
-    settings = Settings(database_url=sqlite_url, secret_key=SECRET)  # type: ignore[arg-type]
+    settings = Settings(database_url=sqlite_url, secret_key=SECRET, max_body_bytes=64 * MB)  # type: ignore[arg-type]
     gateway = create_gateway(settings, engine=sqlite_engine)
     with (
         serve_gateway(gateway, protocol) as base,

@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from tollway.crypto import SecretBox
 from tollway.db.session import make_engine, session_factory
 from tollway.gateway import problems
-from tollway.gateway.backends import ResponseAborted, UpstreamRequest
+from tollway.gateway.backends import BodyFraming, ResponseAborted, UpstreamRequest
 from tollway.gateway.docs import create_docs_app
 from tollway.gateway.forwarding import ProxyTrust, prepare_request, take_query_key
 from tollway.gateway.internal import create_internal_app
-from tollway.gateway.policed import PolicedExchange, send_preflight
+from tollway.gateway.policed import PolicedExchange, body_too_large, send_preflight
 from tollway.gateway.policing import Pending, Policing, Preflight, collect_limits
 from tollway.gateway.refresh import StateLoader
 from tollway.gateway.routing import normalise_path
@@ -56,6 +56,7 @@ class Admission:
     query: bytes
     pending: Pending | None = None  # policy work left, and headers for the response
     client_ip: str = ""  # the client's address, through trusted proxies (for the access log)
+    max_body: int = 0  # the largest body forwarded: a request-size-limit, else the default
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +205,19 @@ class Gateway:
         sid = grant.subscription_id if grant else 0
         ctx.grant = grant
         chain = base if grant is None else policies.chain(route.api_id, op_key, grant.product_id)
+        max_body = self.settings.max_body_bytes if chain.max_body is None else chain.max_body
+        if prepared.length > max_body:
+            return Denied(body_too_large(prepared.length, max_body), sid)
         prepared.headers.append((b"x-forwarded-prefix", route.prefix_bytes))
         admission = Admission(
-            sid, prepared.headers, prepared.host, prepared.framing, query, None, prepared.client
+            sid,
+            prepared.headers,
+            prepared.host,
+            prepared.framing,
+            query,
+            None,
+            prepared.client,
+            max_body,
         )
         if chain is EMPTY_CHAIN:
             return admission
@@ -229,13 +240,6 @@ class Gateway:
         for ip_filter in chain.ip_filters:  # (product-scope filters apply once the key is known)
             if (refused := ip_filter.check(ctx)) is not None:
                 return refused
-        if chain.max_body is not None:
-            length = ctx.header(b"content-length")
-            if length is not None and length.isdigit() and int(length) > chain.max_body:
-                return Reject(
-                    problems.REQUEST_TOO_LARGE,
-                    f"The body has {int(length)} bytes; this API accepts at most {chain.max_body}.",
-                )
         pending = Pending(chain, ctx, collect_limits(chain, ctx))
         if chain.cors is not None:
             pending.response_headers += chain.cors.response_headers(ctx.header(b"origin"))
@@ -285,12 +289,15 @@ class Gateway:
             scope,
         )
         sid = outcome.subscription_id
-        if pending is None:
+        if pending is None and outcome.framing != BodyFraming.CHUNKED:
             await self._forward(
                 route, request, sid, receive, send, started, client_ip=outcome.client_ip
             )
             return
-        exchange = PolicedExchange(self, route, request, sid, pending, started, outcome.client_ip)
+        # (A chunked body's size is only known as it streams: PolicedExchange counts it.)
+        exchange = PolicedExchange(
+            self, route, request, sid, pending, started, outcome.client_ip, outcome.max_body
+        )
         await exchange.run(receive, send)
 
     def refusal_headers(self, route: Route, headers: Headers) -> Headers:

@@ -28,6 +28,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from tollway.gateway import problems
 from tollway.gateway.app import Admission, Gateway, refusal
 from tollway.gateway.backends import HOP_BY_HOP, BodyFraming, HttpBackend, UpstreamRequest
+from tollway.gateway.policed import body_too_large
 from tollway.gateway.policing import Pending, Preflight
 from tollway.gateway.routing import normalise_path
 from tollway.gateway.state import Route
@@ -185,6 +186,7 @@ class FastExchange:
         "gateway",
         "head",
         "keep_alive",
+        "max_body",
         "message_event",
         "method",
         "pending",
@@ -234,6 +236,7 @@ class FastExchange:
         self.pending_policy: Pending | None = None
         self.client_ip = ""
         self.read_timeout = self.backend.origin.read_timeout
+        self.max_body = 0
 
     # request side ---------------------------------------------------------------------------
     def start(self, rest: bytes, query: bytes) -> None:
@@ -252,6 +255,7 @@ class FastExchange:
         self.subscription_id = outcome.subscription_id
         self.client_ip = outcome.client_ip
         self.framing = outcome.framing
+        self.max_body = outcome.max_body
         pending = outcome.pending
         if pending is not None:
             self.pending_policy = pending
@@ -333,6 +337,9 @@ class FastExchange:
         if self.response_complete or not body:
             return
         self.bytes_in += len(body)
+        if self.bytes_in > self.max_body:  # (only a chunked body can get here)
+            self.body_too_large()
+            return
         data = b"%x\r\n%b\r\n" % (len(body), body) if self.framing == BodyFraming.CHUNKED else body
         self._send_upstream(data)
 
@@ -442,6 +449,19 @@ class FastExchange:
                 transport.pause_reading()
 
     # endings ------------------------------------------------------------------------------
+    def body_too_large(self) -> None:
+        """A chunked body crossed the limit: the backend loses the connection, the client a 413."""
+        connection, self.upstream = self.upstream, None
+        if connection is not None:
+            connection.sink = None
+            connection.close()
+        self.keep_alive = False  # the rest of the body is still coming: close after answering
+        if self.response_started:
+            self.client.transport.close()
+            self.finish(self.status)
+            return
+        self.respond_reject(body_too_large(None, self.max_body))
+
     def fail_before_response(self, error: UpstreamError) -> None:
         logger.warning("api %s: %s", self.route.name, error)
         timeout = isinstance(error, UpstreamTimeout)

@@ -71,6 +71,7 @@ class PreparedRequest:
     headers: Headers
     host: bytes
     framing: int
+    length: int  # Content-Length of the body (0 when absent or chunked)
     key: bytes | None
     client: str
     proto: str
@@ -126,7 +127,8 @@ def prepare_request(
     out.append((b"x-forwarded-proto", proto.encode()))
     if host:
         out.append((b"x-forwarded-host", host))
-    return PreparedRequest(out, host, framing, key, address, proto, forwarded_for)
+    size = int(length) if length is not None and framing == BodyFraming.LENGTH else 0
+    return PreparedRequest(out, host, framing, size, key, address, proto, forwarded_for)
 
 
 def take_query_key(query: bytes, name: bytes) -> tuple[bytes | None, bytes]:

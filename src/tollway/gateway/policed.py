@@ -8,15 +8,23 @@ import time
 from typing import TYPE_CHECKING
 
 from tollway.gateway import problems
-from tollway.gateway.backends import UpstreamRequest
+from tollway.gateway.backends import BodyFraming, UpstreamRequest
 from tollway.gateway.policing import Pending, Preflight
 from tollway.gateway.state import Route
+from tollway.policies.base import Reject
 from tollway.policies.cache import storable
+from tollway.policies.chain import EMPTY_CHAIN
 from tollway.stores.base import CachedResponse, StoreUnavailable
 from tollway.types import Headers, Message, Receive, Send
 
 if TYPE_CHECKING:
     from tollway.gateway.app import Gateway
+
+
+def body_too_large(size: int | None, limit: int) -> Reject:
+    """413 for a body over ``limit`` (``size`` when the client announced it)."""
+    told = f"The body has {size} bytes; " if size is not None else "The body is too large; "
+    return Reject(problems.REQUEST_TOO_LARGE, f"{told}this API accepts at most {limit}.")
 
 
 async def send_preflight(send: Send, preflight: Preflight) -> None:
@@ -34,9 +42,10 @@ class PolicedExchange:
         route: Route,
         request: UpstreamRequest,
         subscription_id: int,
-        pending: Pending,
+        pending: Pending | None,
         started: float,
-        client_ip: str = "",
+        client_ip: str,
+        max_body: int,
     ) -> None:
         self.client_ip = client_ip
         self.gateway = gateway
@@ -44,7 +53,8 @@ class PolicedExchange:
         self.request = request
         self.subscription_id = subscription_id
         self.pending = pending
-        self.chain = pending.chain
+        self.chain = pending.chain if pending is not None else EMPTY_CHAIN
+        self.max_body = max_body
         self.started = started
         self.response_started = False
         self.too_large = False
@@ -54,13 +64,13 @@ class PolicedExchange:
         raw_send = send
         send = self._editing(send)
         cache = self.chain.cache
-        key = cache.key(self.pending.ctx, self.request.query) if cache else None
+        key = cache.key(self.pending.ctx, self.request.query) if cache and self.pending else None
         if key is not None:
             if await self._serve_cached(key, send):
                 return
             if self.request.method == "GET":
                 send = self._capturing(key, send)
-        if self.chain.max_body is not None:
+        if self.request.framing == BodyFraming.CHUNKED:
             receive = self._limited(receive)
         try:
             if self.chain.timeout is None:
@@ -75,7 +85,8 @@ class PolicedExchange:
             return
         if self.too_large:
             if not self.response_started:
-                await problems.send_problem(raw_send, problems.REQUEST_TOO_LARGE)
+                refused = body_too_large(None, self.max_body)
+                await problems.send_problem(raw_send, refused.problem, refused.detail)
             self._record(413, self.body_seen, 0)
             return
         self._record(status, bytes_in, bytes_out)
@@ -106,7 +117,7 @@ class PolicedExchange:
         )
 
     def _editing(self, send: Send) -> Send:
-        extra = self.pending.response_headers
+        extra = self.pending.response_headers if self.pending is not None else []
         edits = self.chain.header_edits
 
         async def edited(message: Message) -> None:
@@ -124,7 +135,7 @@ class PolicedExchange:
 
     def _limited(self, receive: Receive) -> Receive:
         """Stop the body at the limit: the backend sees the client leave, the client a 413."""
-        limit = self.chain.max_body or 0
+        limit = self.max_body
 
         async def limited() -> Message:
             if self.too_large:

@@ -47,7 +47,7 @@ class Chain:
     @property
     def fast_capable(self) -> bool:
         """Whether the callback fast path can run this chain (no body or response buffering)."""
-        return not self.jwts and self.cache is None and self.max_body is None
+        return not self.jwts and self.cache is None
 
 
 EMPTY_CHAIN = Chain()
