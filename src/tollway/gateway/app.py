@@ -287,6 +287,7 @@ class Gateway:
             outcome.host,
             outcome.framing,
             scope,
+            route.prefix_bytes,
         )
         sid = outcome.subscription_id
         if pending is None and outcome.framing != BodyFraming.CHUNKED:

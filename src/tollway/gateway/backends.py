@@ -11,7 +11,7 @@ import importlib
 import logging
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from tollway.errors import UserError
 from tollway.gateway.upstream import (
@@ -59,6 +59,7 @@ class UpstreamRequest:
     host: bytes  # the client's Host header
     framing: int
     scope: Scope  # the client's scope (client, scheme, http_version, extensions)
+    prefix: bytes = b""  # the API's path on the gateway (backend redirects are moved under it)
 
 
 class ResponseAborted(Exception):
@@ -105,6 +106,11 @@ class HttpBackend:
         headers: Headers,
     ) -> None:
         self.origin = Origin(url, connect_timeout=connect_timeout, read_timeout=read_timeout)
+        origin = self.origin
+        # "http://backend:8000/base" as the backend writes it in its own redirects
+        self._own_url = (
+            f"{urlsplit(url).scheme}://".encode() + origin.host_header + origin.base_path
+        )
         self.preserve_host = preserve_host
         self.extra_headers = headers
         self._extra_names = frozenset(name for name, _ in headers)
@@ -114,6 +120,20 @@ class HttpBackend:
 
     async def shutdown(self) -> None:
         self.origin.close()
+
+    def client_location(self, location: bytes, prefix: bytes) -> bytes:
+        """A redirect to the backend's own URL, moved under the API's prefix on the gateway.
+
+        What nginx's ``proxy_redirect default`` does: ``http://backend:8000/base/x`` becomes
+        ``/api/x``, so a client never gets sent round the gateway (or to an address it cannot
+        reach). Other locations pass unchanged.
+        """
+        own = self._own_url
+        if location.startswith(own):
+            rest = location[len(own) :]
+            if not rest or rest[:1] in (b"/", b"?", b"#"):
+                return prefix + (rest if rest[:1] == b"/" else b"/" + rest)
+        return location
 
     def request_head(self, request: UpstreamRequest) -> bytes:
         """The request line and headers as sent to this backend."""
@@ -158,7 +178,7 @@ class HttpBackend:
                 exchange.abort()
                 raise
         assert exchange is not None
-        return await self._stream_response(exchange, status, headers, bytes_in, send)
+        return await self._stream_response(exchange, request, status, headers, bytes_in, send)
 
     async def _send_request(
         self,
@@ -191,10 +211,20 @@ class HttpBackend:
         return sent
 
     async def _stream_response(
-        self, exchange: Exchange, status: int, headers: Headers, bytes_in: int, send: Send
+        self,
+        exchange: Exchange,
+        request: UpstreamRequest,
+        status: int,
+        headers: Headers,
+        bytes_in: int,
+        send: Send,
     ) -> ForwardResult:
         start = {"type": "http.response.start", "status": status}
-        await send({**start, "headers": filter_response_headers(headers)})
+        headers = [
+            (n, self.client_location(v, request.prefix) if n == b"location" else v)
+            for n, v in filter_response_headers(headers)
+        ]
+        await send({**start, "headers": headers})
         bytes_out = 0
         try:
             more = True

@@ -370,6 +370,8 @@ class FastExchange:
                 continue
             if name == b"content-length":
                 has_length = True
+            elif name == b"location":
+                value = self.backend.client_location(value, self.route.prefix_bytes)
             out += (name, b": ", value, b"\r\n")
         head_only = self.method == "HEAD"
         if not has_length and not head_only and status not in (204, 304) and status >= 200:
