@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,12 +69,16 @@ def serve_gateway(gateway: ASGIApp, transport: str) -> Iterator[str]:
     """Serve a gateway over real sockets on one of its two transports; yield its base URL.
 
     ``fast``: Tollway's callback fast path (``tollway serve``'s default); ``asgi``: the same
-    gateway with every request on the ASGI path (``TOLLWAY_FAST_PATH=false``). Security and
-    behaviour tests run on both (the ``transport`` fixture).
+    gateway with every request on the ASGI path (``TOLLWAY_FAST_PATH=false``). Both run
+    Tollway's protocol, as ``tollway serve`` does. Security and behaviour tests run on both
+    (the ``transport`` fixture).
     """
     from tollway.gateway.fastpath import GatewayProtocol
 
-    http: Any = GatewayProtocol if transport == "fast" else "auto"
+    class AsgiRoutedProtocol(GatewayProtocol):
+        fast_routing = False  # as TOLLWAY_FAST_PATH=false
+
+    http: Any = GatewayProtocol if transport == "fast" else AsgiRoutedProtocol
     with serve_in_thread(gateway, lifespan="on", http=http) as base:
         yield base
 
@@ -115,10 +119,15 @@ class TollwayProcess:
 
 @contextmanager
 def tollway_process(
-    command: str, env: Mapping[str, str], *args: str, cwd: Path | None = None
+    command: str,
+    env: Mapping[str, str],
+    *args: str,
+    cwd: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[TollwayProcess]:
     """Start ``tollway <command> --port N`` (serve or demo), wait until it is ready, stop it
-    after (SIGTERM, then SIGKILL if it hangs) and keep what it printed."""
+    after (SIGTERM, then SIGKILL if it hangs) and keep what it printed. ``preexec_fn`` runs in
+    the child before ``tollway`` starts (e.g. to lower its resource limits)."""
     port = free_port()
     process = subprocess.Popen(
         [str(VENV_BIN / "tollway"), command, "--port", str(port), *args],
@@ -127,6 +136,7 @@ def tollway_process(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=preexec_fn,
     )
     running = TollwayProcess(f"http://127.0.0.1:{port}")
     try:

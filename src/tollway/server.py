@@ -15,6 +15,8 @@ from tollway.settings import Settings
 
 logger = logging.getLogger("tollway")
 
+PROTOCOL = "tollway.gateway.fastpath:GatewayProtocol"
+
 
 def configure_logging(level: str = "info") -> None:
     logging.basicConfig(
@@ -65,9 +67,10 @@ def serve(settings: Settings, *, workers: int = 1, log_level: str = "info") -> N
         "log_level": log_level,
         "log_config": None,
         "timeout_graceful_shutdown": 30,
-        # API calls to HTTP backends take the callback fast path (tollway.gateway.fastpath);
-        # everything else is served through the same app over uvicorn's ASGI path.
-        "http": "tollway.gateway.fastpath:GatewayProtocol" if settings.fast_path else "auto",
+        # Always Tollway's protocol: its limits on request heads, client timeouts and the
+        # connection cap apply to every request. API calls to HTTP backends take its callback
+        # fast path unless TOLLWAY_FAST_PATH=false; everything else takes the ASGI path.
+        "http": PROTOCOL,
     }
     if workers > 1:
         # Each worker process builds its own gateway from the same TOLLWAY_* settings.

@@ -78,6 +78,44 @@ class Settings(BaseSettings):
         "(false: every request goes through uvicorn's ASGI path; same behaviour, more CPU).",
     )
 
+    max_request_line_bytes: int = Field(
+        8 * 1024,
+        ge=256,
+        description="Longest request line (method, target, version) accepted; longer: 414.",
+    )
+    max_header_line_bytes: int = Field(
+        8 * 1024, ge=256, description="Longest single header line accepted; longer: 431."
+    )
+    max_request_head_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="Largest request head (request line and all headers) accepted; larger: 431.",
+    )
+    max_header_count: int = Field(
+        100, ge=1, description="Most header lines in one request; more: 431."
+    )
+    request_head_timeout: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds a client has to send a complete request head once it has started "
+        "one or opened the connection; then 408 (or a silent close if it sent nothing).",
+    )
+    request_body_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a request body may stall between two reads before 408 and close.",
+    )
+    keep_alive_timeout: float = Field(
+        5.0, gt=0, description="Seconds an idle keep-alive connection is kept open."
+    )
+    max_connections: int = Field(
+        0,
+        ge=0,
+        description="Most open client connections per process (0: derived from the open-file "
+        "limit); beyond it the oldest connection still waiting for a request head is closed, "
+        "or the new one gets 503.",
+    )
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _split_proxies(cls, value: object) -> object:

@@ -1,6 +1,7 @@
 """The fast path: API requests to HTTP backends are proxied by callbacks, without ASGI.
 
-``GatewayProtocol`` is uvicorn's httptools protocol with one change: when a request's headers are
+``GatewayProtocol`` is ``GuardedProtocol`` (uvicorn's httptools protocol with Tollway's limits on
+what clients send, tollway.gateway.guarded) with one change: when a request's headers are
 in and it is for an API with an HTTP backend, it is admitted (same rules as the ASGI path:
 ``Gateway.admit``) and proxied by a :class:`FastExchange`, whose parser callbacks write straight
 to the other side's transport. No task, coroutine or ASGI message is created per request, which
@@ -23,11 +24,13 @@ import weakref
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from tollway.gateway import problems
-from tollway.gateway.app import Admission, Gateway, refusal
+from tollway.gateway.app import Admission, refusal
 from tollway.gateway.backends import HOP_BY_HOP, BodyFraming, HttpBackend, UpstreamRequest
+from tollway.gateway.guarded import GuardedProtocol
+from tollway.gateway.http_refusals import Refusal
 from tollway.gateway.policed import body_too_large
 from tollway.gateway.policing import Pending, Preflight
 from tollway.gateway.routing import normalise_path
@@ -56,27 +59,23 @@ class _NoEvent:
 _NO_EVENT = _NoEvent()
 
 
-def find_gateway(app: Any) -> Gateway | None:
-    """The Gateway inside whatever wrappers uvicorn put around the app."""
-    for _ in range(10):
-        if isinstance(app, Gateway):
-            return app
-        app = getattr(app, "app", None)
-    return None
+class GatewayProtocol(GuardedProtocol):
+    """Tollway's HTTP protocol: the client-side limits of ``GuardedProtocol`` and the gateway's
+    fast path (``uvicorn --http`` takes it). ``fast_routing`` None follows TOLLWAY_FAST_PATH;
+    with fast routing off every request takes the ASGI path, under the same limits."""
 
-
-class GatewayProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol with the gateway's fast path (``uvicorn --http`` takes it)."""
+    fast_routing: bool | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.gateway = find_gateway(self.app)
         self.timeouts: TimeoutWatch | None = None  # this loop's watch, looked up once
+        if self.fast_routing is None:
+            self.fast_routing = self.gateway is not None and self.gateway.settings.fast_path
 
-    def on_headers_complete(self) -> None:
+    def begin_request(self) -> None:
         route_and_rest = self._fast_route()
         if route_and_rest is None:
-            super().on_headers_complete()
+            super().begin_request()
             return
         route, rest, query = route_and_rest
         exchange = FastExchange(self, route)
@@ -85,7 +84,9 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def _fast_route(self) -> tuple[Route, bytes, bytes] | None:
         cycle = self.cycle
-        if self.gateway is None or (cycle is not None and not cycle.response_complete):
+        if not self.fast_routing or self.gateway is None:
+            return None
+        if cycle is not None and not cycle.response_complete:
             return None  # pipelined behind a response in flight: uvicorn queues it
         parser = self.parser
         if parser.should_upgrade() or parser.get_http_version() != "1.1":
@@ -106,12 +107,20 @@ class GatewayProtocol(HttpToolsProtocol):
         else:
             super().on_body(body)
 
-    def on_message_complete(self) -> None:
+    def end_request_body(self) -> None:
         cycle = self.cycle
         if isinstance(cycle, FastExchange):
             cycle.request_complete()
         else:
-            super().on_message_complete()
+            super().end_request_body()
+
+    def abort_request(self, refusal: Refusal) -> None:
+        cycle = self.cycle
+        if isinstance(cycle, FastExchange):
+            cycle.keep_alive = False
+            cycle.respond_reject(Reject(refusal.problem, refusal.detail))
+        else:
+            super().abort_request(refusal)
 
     def connection_lost(self, exc: Exception | None) -> None:
         cycle = self.cycle
