@@ -43,13 +43,22 @@ def test_entra_common_accepts_the_users_tenant_as_issuer() -> None:
         ({"name": "ms", "kind": "entra", "client_id": "c", "trust_email": True}, "allowed_tenants"),
         ({"name": "ms", "kind": "entra", "client_id": "c", "allowed_tenants": ["x"]}, "tenant id"),
         (
-            {"name": "ms", "kind": "entra", "tenant": TENANT, "client_id": "c",
-             "allowed_tenants": [TENANT]},
+            {
+                "name": "ms",
+                "kind": "entra",
+                "tenant": TENANT,
+                "client_id": "c",
+                "allowed_tenants": [TENANT],
+            },
             "a single tenant",
         ),
         (
-            {"name": "c", "issuer": "https://sso.example.com", "client_id": "c",
-             "allowed_tenants": [TENANT]},
+            {
+                "name": "c",
+                "issuer": "https://sso.example.com",
+                "client_id": "c",
+                "allowed_tenants": [TENANT],
+            },
             "for kind entra",
         ),
     ],
