@@ -10,14 +10,12 @@ issuer + ``oid`` (the "nOAuth" takeover, issue 16).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from tollway.portal.settings import OidcProvider
+from tollway.portal.settings import TENANT_ID, OidcProvider
 from tollway.services.identities import ExternalIdentity
 
 TENANT_PLACEHOLDER = "{tenantid}"
-_TENANT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class ClaimsError(Exception):
@@ -41,11 +39,11 @@ def discovery_issuer_fits(provider: OidcProvider, issuer: str) -> bool:
     if not (issuer.startswith(prefix) and issuer.endswith(suffix)):
         return False
     tenant = issuer[len(prefix) : -len(suffix)]
-    if _TENANT_ID.match(provider.tenant.lower()):
+    if TENANT_ID.match(provider.tenant.lower()):
         return tenant == provider.tenant.lower()
     if provider.multi_tenant and tenant == TENANT_PLACEHOLDER:
         return True
-    return bool(_TENANT_ID.match(tenant))  # a domain name resolves to its tenant's id
+    return bool(TENANT_ID.match(tenant))  # a domain name resolves to its tenant's id
 
 
 def expected_issuer(provider: OidcProvider, issuer: str, claims: dict[str, Any]) -> str:
@@ -57,7 +55,7 @@ def expected_issuer(provider: OidcProvider, issuer: str, claims: dict[str, Any])
     if provider.kind != "entra" or TENANT_PLACEHOLDER not in issuer:
         return issuer
     tenant = claims.get("tid")
-    if not isinstance(tenant, str) or not _TENANT_ID.match(tenant):
+    if not isinstance(tenant, str) or not TENANT_ID.match(tenant):
         raise ClaimsError("The ID token does not name a valid Microsoft tenant (tid).")
     if provider.allowed_tenants and tenant not in provider.allowed_tenants:
         raise ClaimsError(

@@ -153,8 +153,7 @@ class OidcClient:
         id_token = tokens.get("id_token")
         if not isinstance(id_token, str):
             raise OidcError(f"{self.provider.label} sent no ID token.")
-        claims = await self._verify(id_token, pending.nonce)
-        return self._identity(claims)
+        return identity_of(self.provider, await self._verify(id_token, pending.nonce))
 
     async def _redeem(self, code: str, pending: Pending, redirect_uri: str) -> dict[str, Any]:
         meta = await self.metadata()
@@ -243,9 +242,6 @@ class OidcClient:
         azp = claims.get("azp")
         if (len(audiences) > 1 or azp is not None) and azp != self.provider.client_id:
             raise OidcError("The ID token was not accepted (it was issued to another client).")
-
-    def _identity(self, claims: dict[str, Any]) -> ExternalIdentity:
-        return identity_of(self.provider, claims)
 
 
 def _claim_problem(exc: JoseError) -> str:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENTRA_HOST = "https://login.microsoftonline.com"
 ENTRA_MULTI_TENANT = frozenset({"common", "organizations", "consumers"})
-_TENANT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+TENANT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class OidcProvider(BaseModel):
@@ -34,6 +34,7 @@ class OidcProvider(BaseModel):
     issuer: str = Field("", description="Issuer URL (generic); discovery is read from it.")
     tenant: str = Field(
         "common",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,99}$",
         description="Entra: your tenant id or domain (single tenant), or common/organizations "
         "(multi-tenant; see allowed_tenants).",
     )
@@ -66,6 +67,15 @@ class OidcProvider(BaseModel):
         10.0, gt=0, le=120, description="Seconds a discovery, token or key call may take in all."
     )
 
+    @field_validator("allowed_tenants")
+    @classmethod
+    def _tenant_ids(cls, tenants: list[str]) -> list[str]:
+        tenants = [tenant.strip().lower() for tenant in tenants]
+        for tenant in tenants:
+            if not TENANT_ID.match(tenant):
+                raise ValueError(f"{tenant!r} is not a tenant id (a GUID)")
+        return tenants
+
     @model_validator(mode="after")
     def _consistent(self) -> OidcProvider:
         if self.kind == "generic":
@@ -80,10 +90,6 @@ class OidcProvider(BaseModel):
                 "address; list the tenants you trust in allowed_tenants, or add the xms_edov "
                 "optional claim to the app registration"
             )
-        self.allowed_tenants = [t.strip().lower() for t in self.allowed_tenants]
-        bad = [t for t in self.allowed_tenants if not _TENANT_ID.match(t)]
-        if bad:
-            raise ValueError(f"provider {self.name!r}: {bad[0]!r} is not a tenant id (a GUID)")
         if self.allowed_tenants and not self.multi_tenant:
             raise ValueError(
                 f"provider {self.name!r}: allowed_tenants is for tenant common or organizations; "
