@@ -4,6 +4,7 @@ see the call in the usage chart. A screenshot of each page goes to test-artifact
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from sqlalchemy import Engine
 from tests.conftest import REQUIRE_SERVICES
 from tests.gateway.conftest import SECRET, apply
 from tests.portal.conftest import ADMIN_EMAIL, PASSWORD, PORTAL_CONFIG
+from tests.portal.token_provider import CLIENT_ID, CLIENT_SECRET, Account, token_provider
 from tests.servers import serve_in_thread
 from tollway.db.models import UserRole
 from tollway.db.session import session_factory, transaction
@@ -141,4 +143,76 @@ def test_admin_pages_in_the_browser(browser: Browser, base_url: str) -> None:
     page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_role("heading", name="Administration")).to_be_visible()
     shot(page, "07-admin")
+    context.close()
+
+
+ALLOWED_TENANT = "11111111-1111-4111-8111-111111111111"
+OTHER_TENANT = "22222222-2222-4222-8222-222222222222"
+ENTRA_ACCOUNTS = {
+    "Ada (Contoso, allowed tenant)": Account(
+        "pairwise-ada",
+        {
+            "oid": "0a0a0a0a-0000-4000-8000-00000000000a",
+            "email": "ada@contoso.example",
+            "name": "Ada Contoso",
+        },
+        tenant=ALLOWED_TENANT,
+    ),
+    "Eve (another tenant)": Account(
+        "pairwise-eve",
+        {
+            "oid": "0e0e0e0e-0000-4000-8000-00000000000e",
+            "email": "ada@contoso.example",
+            "xms_edov": True,
+            "name": "Eve Elsewhere",
+        },
+        tenant=OTHER_TENANT,
+    ),
+}
+
+
+@pytest.fixture
+def entra_url(
+    sqlite_engine: Engine, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The portal with a multi-tenant Entra-style provider that admits one tenant."""
+    apply(sqlite_engine, PORTAL_CONFIG)
+    with token_provider(ENTRA_ACCOUNTS) as entra:
+        provider = {
+            "name": "microsoft",
+            "kind": "entra",
+            "tenant": "organizations",
+            "authority": entra.base,
+            "allowed_tenants": [ALLOWED_TENANT],
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+        }
+        monkeypatch.setenv("TOLLWAY_PORTAL_OIDC_PROVIDERS", json.dumps([provider]))
+        settings = Settings(
+            database_url=sqlite_url,
+            secret_key=SECRET,  # type: ignore[arg-type]
+            refresh_interval=0.2,
+        )
+        with serve_in_thread(create_gateway(settings, engine=sqlite_engine), lifespan="on") as url:
+            yield url
+
+
+def test_entra_multi_tenant_sign_in_admits_the_allowed_tenant_only(
+    browser: Browser, entra_url: str
+) -> None:
+    context = browser.new_context(base_url=entra_url, viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    page.goto("/portal/account")
+    page.get_by_role("link", name="Sign in with Microsoft").click()
+    expect(page.get_by_role("heading", name="Pick an account")).to_be_visible()
+    page.get_by_role("button", name="Eve (another tenant)").click()
+    expect(page.get_by_role("alert")).to_contain_text("may not sign in to this portal")
+    expect(page.get_by_role("link", name="Sign in", exact=True)).to_be_visible()
+    shot(page, "08-entra-refused-tenant")
+
+    page.get_by_role("link", name="Try signing in again").click()
+    page.get_by_role("link", name="Sign in with Microsoft").click()
+    page.get_by_role("button", name="Ada (Contoso, allowed tenant)").click()
+    expect(page.get_by_label("Signed in as")).to_have_text("Ada Contoso")
+    shot(page, "09-entra-allowed-tenant")
     context.close()

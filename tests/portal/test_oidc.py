@@ -15,10 +15,11 @@ from tests.gateway.conftest import apply
 from tests.portal.conftest import PASSWORD, PORTAL_CONFIG, Portal
 from tests.portal.oidc_provider import CLIENT_ID, CLIENT_SECRET, oidc_provider
 from tests.servers import free_port
-from tollway.db.session import session_factory
+from tollway.db.session import session_factory, transaction
 from tollway.gateway.app import create_gateway
 from tollway.portal import create_portal
 from tollway.portal.settings import OidcProvider, PortalSettings
+from tollway.services import users
 from tollway.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -45,8 +46,18 @@ def provider_issuer(issuer: str) -> str:
 
 
 @pytest.fixture
+def provider_options() -> dict[str, object]:
+    """Extra OidcProvider fields (parametrize to change)."""
+    return {}
+
+
+@pytest.fixture
 async def oidc_portal(
-    engine: Engine, portal_settings: Settings, provider_issuer: str, clock_offset: float
+    engine: Engine,
+    portal_settings: Settings,
+    provider_issuer: str,
+    clock_offset: float,
+    provider_options: dict[str, object],
 ) -> AsyncIterator[Portal]:
     apply(engine, PORTAL_CONFIG)
     gateway = create_gateway(portal_settings, engine=engine)
@@ -56,6 +67,7 @@ async def oidc_portal(
         issuer=provider_issuer,
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,  # type: ignore[arg-type]
+        **provider_options,  # type: ignore[arg-type]
     )
     gateway.mount(
         "/portal",
@@ -122,17 +134,35 @@ async def test_sign_in_with_the_provider_creates_the_developer_and_returns_to_ne
     assert await signed_in_as(oidc_portal) == "Alice Example"
 
 
-async def test_a_verified_email_links_to_the_existing_account(oidc_portal: Portal) -> None:
+def verify_address(portal: Portal, email: str) -> None:
+    """What opening the sign-up verification link does."""
+    with transaction(portal.sessions) as session:
+        user = users.get_user(session, email)
+        assert users.mark_email_verified(session, user.id, user.email)
+
+
+@pytest.mark.parametrize("provider_options", [{"link_existing_accounts": True}])
+async def test_a_provider_allowed_to_link_joins_a_verified_account(oidc_portal: Portal) -> None:
     await oidc_portal.register("bob@example.com")
     await oidc_portal.form("/portal/account", "/portal/subscribe", product="starter")
     await oidc_portal.form("/portal/", "/portal/signout")
+    verify_address(oidc_portal, "bob@example.com")
     await walk(oidc_portal.client, "/portal/oidc/test/start?next_url=/portal/account", "bob")
     account = await oidc_portal.client.get("/portal/account")
     assert "Bob Example" not in account.text  # the existing account keeps its own name
     assert "bob@example.com" in account.text and "#1" in account.text
-    # The password was set before the address was proven; linking retires it.
+    # The owner proved the mailbox before: the password stays a way in.
     await oidc_portal.form("/portal/", "/portal/signout")
-    assert (await oidc_portal.signin("bob@example.com", PASSWORD)).status_code == 400
+    assert (await oidc_portal.signin("bob@example.com", PASSWORD)).status_code == 303
+
+
+async def test_an_existing_account_is_not_linked_by_default(oidc_portal: Portal) -> None:
+    await oidc_portal.register("bob@example.com")
+    await oidc_portal.form("/portal/", "/portal/signout")
+    verify_address(oidc_portal, "bob@example.com")
+    page = await walk(oidc_portal.client, "/portal/oidc/test/start", "bob")
+    assert page.status_code == 400 and "Sign in the way you did before" in page.text
+    assert await signed_in_as(oidc_portal) is None
 
 
 async def test_an_unverified_email_is_refused(oidc_portal: Portal) -> None:

@@ -151,13 +151,18 @@ class User(Timestamped, Base):
 
 
 class UserIdentity(Base):
-    """A sign-in identity at an OpenID Connect provider (``iss`` + ``sub``) linked to a user."""
+    """A sign-in identity at an OpenID Connect provider (``iss`` + ``sub``) linked to a user.
+
+    ``provider`` is the configured provider's name, kept for display. ``issuer`` is NULL only
+    on identities made before migration 0004; the next sign-in through that provider fills it.
+    """
 
     __tablename__ = "user_identities"
-    __table_args__ = (UniqueConstraint("provider", "subject"),)
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     provider: Mapped[str] = mapped_column(String(100))
+    issuer: Mapped[str | None] = mapped_column(String(500))
     subject: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 

@@ -2,7 +2,7 @@
 
 OpenID Connect providers come from ``TOLLWAY_PORTAL_OIDC_PROVIDERS``, a JSON list, e.g.::
 
-    [{"name": "microsoft", "kind": "entra", "tenant": "common",
+    [{"name": "microsoft", "kind": "entra", "tenant": "<your tenant id>",
       "client_id": "...", "client_secret": "..."},
      {"name": "corp", "kind": "generic", "title": "Corp SSO",
       "issuer": "https://sso.example.com", "client_id": "...", "client_secret": "..."}]
@@ -10,12 +10,15 @@ OpenID Connect providers come from ``TOLLWAY_PORTAL_OIDC_PROVIDERS``, a JSON lis
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ENTRA_AUTHORITY = "https://login.microsoftonline.com/{tenant}/v2.0"
+ENTRA_HOST = "https://login.microsoftonline.com"
+ENTRA_MULTI_TENANT = frozenset({"common", "organizations", "consumers"})
+TENANT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class OidcProvider(BaseModel):
@@ -29,26 +32,80 @@ class OidcProvider(BaseModel):
     )
     title: str = Field("", description="Button label; defaults to Microsoft or the name.")
     issuer: str = Field("", description="Issuer URL (generic); discovery is read from it.")
-    tenant: str = Field("common", description="Entra tenant id, or common/organizations.")
+    tenant: str = Field(
+        "common",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,99}$",
+        description="Entra: your tenant id or domain (single tenant), or common/organizations "
+        "(multi-tenant; see allowed_tenants).",
+    )
+    allowed_tenants: list[str] = Field(
+        default_factory=list,
+        description="Entra multi-tenant: the tenant ids whose users may sign in; their e-mail "
+        "addresses count as verified (you trust those tenants' domains). Empty: any tenant, "
+        "e-mail verified only when the token carries xms_edov.",
+    )
+    authority: str = Field(
+        ENTRA_HOST,
+        pattern=r"^https?://[^/]+$",
+        description="Entra: the Microsoft sign-in host (change only for a national cloud).",
+    )
     client_id: str = Field(min_length=1, description="Client (application) id.")
     client_secret: SecretStr = Field(SecretStr(""), description="Client secret.")
     scopes: str = Field("openid email profile", description="Scopes requested.")
     trust_email: bool = Field(
         False,
-        description="Treat the e-mail claim as verified even without email_verified=true "
-        "(only for providers that vouch for every address they issue).",
+        description="Generic: treat the e-mail claim as verified when the token does not say "
+        "(only for providers that vouch for every address they issue); an explicit "
+        "email_verified=false still wins.",
+    )
+    link_existing_accounts: bool = Field(
+        False,
+        description="Let a first sign-in take over the existing account with the same verified "
+        "e-mail address (that account's own address must be verified; never an admin).",
+    )
+    timeout: float = Field(
+        10.0, gt=0, le=120, description="Seconds a discovery, token or key call may take in all."
     )
 
+    @field_validator("allowed_tenants")
+    @classmethod
+    def _tenant_ids(cls, tenants: list[str]) -> list[str]:
+        tenants = [tenant.strip().lower() for tenant in tenants]
+        for tenant in tenants:
+            if not TENANT_ID.match(tenant):
+                raise ValueError(f"{tenant!r} is not a tenant id (a GUID)")
+        return tenants
+
     @model_validator(mode="after")
-    def _issuer_known(self) -> OidcProvider:
-        if self.kind == "generic" and not self.issuer.startswith(("https://", "http://")):
-            raise ValueError(f"provider {self.name!r}: a generic provider needs an issuer URL")
+    def _consistent(self) -> OidcProvider:
+        if self.kind == "generic":
+            if not self.issuer.startswith(("https://", "http://")):
+                raise ValueError(f"provider {self.name!r}: a generic provider needs an issuer URL")
+            if self.allowed_tenants:
+                raise ValueError(f"provider {self.name!r}: allowed_tenants is for kind entra")
+            return self
+        if self.trust_email:
+            raise ValueError(
+                f"provider {self.name!r}: trust_email would let any Microsoft tenant assert any "
+                "address; list the tenants you trust in allowed_tenants, or add the xms_edov "
+                "optional claim to the app registration"
+            )
+        if self.allowed_tenants and not self.multi_tenant:
+            raise ValueError(
+                f"provider {self.name!r}: allowed_tenants is for tenant common or organizations; "
+                "a single tenant already admits only its own users"
+            )
         return self
+
+    @property
+    def multi_tenant(self) -> bool:
+        """Entra's shared endpoints, whose users come from any tenant."""
+        return self.kind == "entra" and self.tenant.lower() in ENTRA_MULTI_TENANT
 
     @property
     def issuer_url(self) -> str:
         if self.kind == "entra":
-            return ENTRA_AUTHORITY.format(tenant=self.tenant)
+            return f"{self.authority}/{self.tenant}/v2.0"
         return self.issuer.rstrip("/")
 
     @property
