@@ -28,6 +28,37 @@ def uvicorn_factory(port: int, transport: str) -> list[str]:
     return command
 
 
+def gunicorn_without_forwarded_allow_ips(port: int) -> list[str]:
+    """docs/deploy.md's gunicorn command without ``--forwarded-allow-ips ''``."""
+    return [
+        str(VENV_BIN / "gunicorn"),
+        "-k",
+        "uvicorn.workers.UvicornWorker",
+        "tollway.asgi:create_app()",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--access-logfile",
+        "-",
+    ]
+
+
+def test_gunicorn_without_forwarded_allow_ips_believes_no_forged_address(
+    tmp_path: Path, echo_url: str
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'tollway.db'}"
+    key = prepare_store(database_url, echo_url)
+    env = process_env(tollway_env(database_url))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with running(gunicorn_without_forwarded_allow_ips(port), env, cwd=tmp_path) as process:
+        wait_http(f"{base}/-/ready", process, timeout=60)
+        forwarded = httpx.get(f"{base}/echo/x?subscription-key={key}", headers=FORGED)
+        _, output = stop(process)
+    assert forwarded.status_code == 200, output
+    assert dict(forwarded.json()["headers"])["x-forwarded-for"] == "127.0.0.1"
+    assert key not in output, output  # gunicorn's --access-logfile gets no uvicorn lines
+
+
 def test_forgotten_no_proxy_headers_does_not_let_a_local_caller_forge_its_address(
     tmp_path: Path, echo_url: str, transport: str
 ) -> None:
