@@ -64,7 +64,11 @@ class Settings(BaseSettings):
     usage_buffer_limit: int = Field(
         100_000, gt=0, description="Most usage rows held in memory while the store is down."
     )
-    access_log: bool = Field(False, description="Log one line per request (costs CPU).")
+    access_log: bool = Field(
+        False,
+        description="One line per request on every path, logger tollway.access, never a query "
+        "string or secret (costs CPU).",
+    )
     fast_path: bool = Field(
         True,
         description="Proxy API calls to HTTP backends with the callback fast path "
