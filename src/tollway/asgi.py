@@ -1,13 +1,20 @@
-"""ASGI entry point for process managers: ``uvicorn --factory tollway.asgi:create_app``.
+"""ASGI entry point for process managers:
+``uvicorn --factory tollway.asgi:create_app --no-proxy-headers``.
 
-Settings come from ``TOLLWAY_*`` environment variables. Run ``tollway migrate`` first.
+Settings come from ``TOLLWAY_*`` environment variables. Run ``tollway migrate`` first. The
+gateway undoes uvicorn's proxy-header rewriting and access log even when the flags are
+forgotten (``tollway.gateway.hosting``): only ``TOLLWAY_TRUSTED_PROXIES`` are believed, and
+``TOLLWAY_ACCESS_LOG`` is the one access log.
 """
 
 from __future__ import annotations
 
 from tollway.gateway.app import Gateway, create_gateway
+from tollway.server import configure_logging
 from tollway.settings import Settings
 
 
 def create_app() -> Gateway:
+    """The gateway; logs go to stderr unless the process manager configured logging."""
+    configure_logging()
     return create_gateway(Settings())

@@ -61,7 +61,7 @@ def serve(settings: Settings, *, workers: int = 1, log_level: str = "info") -> N
         "host": settings.host,
         "port": settings.port,
         "lifespan": "on",
-        "access_log": settings.access_log,
+        "access_log": False,  # Tollway writes its own (tollway.access), without query strings
         "server_header": False,
         "proxy_headers": False,  # Tollway applies its own trusted-proxy rules
         "log_level": log_level,

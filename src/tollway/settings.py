@@ -71,7 +71,11 @@ class Settings(BaseSettings):
         "request-size-limit policy says otherwise (413 beyond it, from Content-Length before "
         "anything is forwarded, or as soon as a chunked body crosses it).",
     )
-    access_log: bool = Field(False, description="Log one line per request (costs CPU).")
+    access_log: bool = Field(
+        False,
+        description="One line per request on every path, logger tollway.access, never a query "
+        "string or secret (costs CPU).",
+    )
     fast_path: bool = Field(
         True,
         description="Proxy API calls to HTTP backends with the callback fast path "

@@ -52,12 +52,18 @@ class CallbackTarget:
         return f"{self.base}/u/account1/geo-api/hook/abc123/"
 
 
+# Callbacks go to port 443 of an allowed host unless a host:port entry names another port.
+CALLBACK_HOSTS = ["127.0.0.1"]
+
+
 @pytest.fixture(scope="module")
 def callback_server() -> Iterator[CallbackTarget]:
     target = CallbackTarget()
     with serve_in_thread(target, lifespan="off") as base:
         target.base = base
+        CALLBACK_HOSTS.append(base.removeprefix("http://"))
         yield target
+        CALLBACK_HOSTS.pop()
 
 
 @pytest.fixture
@@ -70,7 +76,7 @@ def callback(callback_server: CallbackTarget) -> CallbackTarget:
 def make_settings(**overrides: Any) -> WebhookSettings:
     values: dict[str, Any] = {
         "trusted_pushers": ["account1", "account2"],
-        "callback_hosts": ["127.0.0.1"],
+        "callback_hosts": list(CALLBACK_HOSTS),
         "callback_https_only": False,
         "action": PRINT_ACTION,
         "action_timeout": 20,
@@ -341,8 +347,8 @@ async def test_malformed_payload_is_a_422_naming_the_field(callback: CallbackTar
     del body["push_data"]["pusher"]
     async with client_for(create_app(make_settings())) as client:
         response = await client.post("/", json=body)
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "push_data", "pusher"]
+    assert_problem(response, 422, "invalid-payload", "body.push_data.pusher")
+    assert response.json()["errors"][0]["loc"] == ["body", "push_data", "pusher"]
 
 
 async def test_body_that_is_not_utf8_json_is_a_400_problem() -> None:

@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tollway.crypto import SecretBox
 from tollway.db.session import make_engine, session_factory
-from tollway.gateway import problems
+from tollway.gateway import accesslog, problems
 from tollway.gateway.backends import BodyFraming, ResponseAborted, UpstreamRequest
 from tollway.gateway.docs import create_docs_app
 from tollway.gateway.forwarding import ProxyTrust, prepare_request, take_query_key
+from tollway.gateway.hosting import take_over_host
 from tollway.gateway.internal import create_internal_app
 from tollway.gateway.policed import PolicedExchange, body_too_large, send_preflight
 from tollway.gateway.policing import Pending, Policing, Preflight, collect_limits
@@ -40,7 +41,6 @@ from tollway.stores import open_stores
 from tollway.types import ASGIApp, Headers, Message, Receive, Scope, Send
 
 logger = logging.getLogger("tollway.gateway")
-access_logger = logging.getLogger("tollway.access")
 
 PRUNE_EVERY = 600.0
 
@@ -119,6 +119,7 @@ class Gateway:
         self.mounts: dict[bytes, ASGIApp] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        self._host_checked = False  # see gateway.hosting
         self._refresh_lock = asyncio.Lock()
 
     def mount(self, prefix: str, app: ASGIApp) -> None:
@@ -128,6 +129,12 @@ class Gateway:
     # ASGI ---------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        if not self._host_checked:
+            self._host_checked = True
+            if take_over_host(self) and kind == "http":
+                # (no lifespan: this first request may carry a client address uvicorn rewrote)
+                await problems.send_problem(send, problems.NOT_READY)
+                return
         if kind == "http":
             await self.handle_http(scope, receive, send)
         elif kind == "lifespan":
@@ -138,12 +145,26 @@ class Gateway:
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path") or quote(scope["path"]).encode()
         path = normalise_path(raw)
-        if path is None:
-            await problems.send_problem(send, problems.BAD_PATH)
-            return
-        match = self.state.routes.match(path)
+        match = None if path is None else self.state.routes.match(path)
         if match is not None:
             await self.handle_api(match[0], match[1], scope, receive, send)
+            return
+        if not self.settings.access_log:
+            await self._serve_own(path, scope, receive, send)
+            return
+        client = accesslog.client_of(scope, self.trust)
+
+        async def own(scope: Scope, receive: Receive, send: Send) -> None:
+            await self._serve_own(path, scope, receive, send)
+
+        await accesslog.serve_logged(own, scope, receive, send, client, path or raw)
+
+    async def _serve_own(
+        self, path: bytes | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Tollway's own pages (``/docs``, ``/-/``, ``/portal``) and answers outside any API."""
+        if path is None:
+            await problems.send_problem(send, problems.BAD_PATH)
             return
         end = path.find(b"/", 1)
         mounted = self.mounts.get(path if end == -1 else path[:end])
@@ -391,15 +412,8 @@ class Gateway:
         latency_ms = (time.perf_counter() - started) * 1000
         self.usage.record(subscription_id, route.api_id, status, bytes_in, bytes_out, latency_ms)
         if self.settings.access_log:
-            access_logger.info(
-                '%s "%s %s" %d %.1fms sub=%d',
-                (client if isinstance(client, str) else client[0]) if client else "-",
-                method,
-                route.prefix,
-                status,
-                latency_ms,
-                subscription_id,
-            )
+            address = (client if isinstance(client, str) else client[0]) if client else ""
+            accesslog.api_call(address, method, route.prefix, status, latency_ms, subscription_id)
 
     # lifecycle ----------------------------------------------------------------------------------
     async def _lifespan(self, receive: Receive, send: Send) -> None:

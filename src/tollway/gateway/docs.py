@@ -26,10 +26,11 @@ from starlette.staticfiles import StaticFiles
 from tollway.gateway import problems
 from tollway.gateway.backends import BodyFraming, UpstreamRequest
 from tollway.gateway.internal import problem_exception_handlers, problem_response
+from tollway.gateway.openapi import add_gateway_answers
 from tollway.gateway.state import GatewayState
 from tollway.gateway.state import Route as ApiRoute
 from tollway.gateway.upstream import UpstreamError
-from tollway.types import Message
+from tollway.types import ASGIApp, Message, Receive, Scope, Send
 
 NO_OPENAPI = problems.register_problem(
     problems.ProblemType(
@@ -105,10 +106,11 @@ async def fetch_backend_document(route: ApiRoute) -> dict[str, Any]:
 
 
 def rewrite_document(document: dict[str, Any], route: ApiRoute) -> dict[str, Any]:
-    """Point the document at the gateway and declare the subscription key."""
+    """Point the document at the gateway, declare the subscription key, add its answers."""
     doc = copy.deepcopy(document)
     if route.operations is not None:
         _keep_only_allowed_operations(doc, route)
+    add_gateway_answers(doc, route)
     if "swagger" in doc:  # Swagger 2.0
         doc["basePath"] = route.prefix + (doc.get("basePath") or "").rstrip("/")
         doc.pop("host", None)
@@ -176,7 +178,27 @@ def _page(title: str, body: str, head: str = "") -> HTMLResponse:
     return HTMLResponse(html)
 
 
-def create_docs_app(get_state: Callable[[], GatewayState]) -> Starlette:
+NO_FRAMING = [
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+def refusing_frames(app: ASGIApp) -> ASGIApp:
+    """``app`` with every answer forbidding other sites to frame it (clickjacking)."""
+
+    async def framed(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *NO_FRAMING]}
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    return framed
+
+
+def create_docs_app(get_state: Callable[[], GatewayState]) -> ASGIApp:
     """The ``/docs`` app; ``get_state`` returns the gateway's current state."""
     cache = DocumentCache()
 
@@ -229,14 +251,16 @@ def create_docs_app(get_state: Callable[[], GatewayState]) -> Starlette:
             cache.put(route, document)
         return JSONResponse(document)
 
-    return Starlette(
-        exception_handlers=problem_exception_handlers(),
-        routes=[
-            Route("/docs", catalogue),
-            Route("/docs/", catalogue),
-            Mount("/docs/-/swagger", StaticFiles(directory=SWAGGER_ASSETS), name="swagger"),
-            Mount("/docs/-/tollway", StaticFiles(directory=OWN_ASSETS), name="tollway"),
-            Route("/docs/{api}", swagger_ui),
-            Route("/docs/{api}/openapi.json", openapi),
-        ],
+    return refusing_frames(
+        Starlette(
+            exception_handlers=problem_exception_handlers(),
+            routes=[
+                Route("/docs", catalogue),
+                Route("/docs/", catalogue),
+                Mount("/docs/-/swagger", StaticFiles(directory=SWAGGER_ASSETS), name="swagger"),
+                Mount("/docs/-/tollway", StaticFiles(directory=OWN_ASSETS), name="tollway"),
+                Route("/docs/{api}", swagger_ui),
+                Route("/docs/{api}/openapi.json", openapi),
+            ],
+        )
     )

@@ -12,7 +12,7 @@ from tollway.gateway.backends import BodyFraming, UpstreamRequest
 from tollway.gateway.policing import Pending, Preflight
 from tollway.gateway.state import Route
 from tollway.policies.base import Reject
-from tollway.policies.cache import storable
+from tollway.policies.cache import marker_names, vary_marker
 from tollway.policies.chain import EMPTY_CHAIN
 from tollway.stores.base import CachedResponse, StoreUnavailable
 from tollway.types import Headers, Message, Receive, Send
@@ -149,12 +149,25 @@ class PolicedExchange:
 
         return limited
 
-    async def _serve_cached(self, key: str, send: Send) -> bool:
+    async def _lookup(self, key: str) -> CachedResponse | None:
+        """The entry for ``key``, following a Vary marker to the variant for this request."""
+        cache = self.chain.cache
+        assert cache is not None
+        assert self.pending is not None  # (a cache key needs the request's context)
         try:
             hit = await self.gateway.cache_store.get(key)
+            names = None if hit is None else marker_names(hit)
+            if names is not None:
+                hit = await self.gateway.cache_store.get(
+                    cache.variant_key(key, names, self.pending.ctx)
+                )
         except StoreUnavailable:
-            return False
-        if hit is None:
+            return None
+        return hit
+
+    async def _serve_cached(self, key: str, send: Send) -> bool:
+        hit = await self._lookup(key)
+        if hit is None or marker_names(hit) is not None:
             return False
         age = max(0, int(time.time() - hit.stored_at))
         headers = [
@@ -172,7 +185,7 @@ class PolicedExchange:
     def _capturing(self, key: str, send: Send) -> Send:
         cache = self.chain.cache
         assert cache is not None
-        state: dict[str, object] = {"status": 0, "headers": [], "ok": False}
+        state: dict[str, object] = {"status": 0, "headers": [], "ok": False, "vary": None}
         parts: list[bytes] = []
         size = 0
 
@@ -180,7 +193,8 @@ class PolicedExchange:
             nonlocal size
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                state["ok"] = storable(message["status"], headers)
+                state["vary"] = cache.vary(message["status"], headers)
+                state["ok"] = state["vary"] is not None
                 state["status"], state["headers"] = message["status"], headers
                 message = {**message, "headers": [*headers, (b"x-cache", b"MISS")]}
             elif message["type"] == "http.response.body" and state["ok"]:
@@ -206,8 +220,15 @@ class PolicedExchange:
         ]
         status = state["status"]
         assert isinstance(status, int)
-        entry = CachedResponse(status, headers, body, time.time())
+        now = time.time()
+        entry = CachedResponse(status, headers, body, now)
+        names = state["vary"]
+        assert isinstance(names, list)
         try:
+            if names:  # one marker naming the varied headers, one entry per variant
+                assert self.pending is not None  # (a cache key needs the request's context)
+                await self.gateway.cache_store.put(key, vary_marker(names, now), cache.ttl)
+                key = cache.variant_key(key, names, self.pending.ctx)
             await self.gateway.cache_store.put(key, entry, cache.ttl)
         except StoreUnavailable:
             return

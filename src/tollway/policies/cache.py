@@ -1,11 +1,18 @@
 """cache: keep GET/HEAD responses for ``ttl`` seconds and answer repeats from the cache.
 
-Keyed by method + path + the chosen query parameters (``vary_by_query``; all of them with
-``["*"]``) + chosen request headers (``vary_by_headers``) + optionally the subscription.
-Only complete 200 responses up to ``max_entry_bytes`` are stored, never ones with
-``Set-Cookie`` or ``Cache-Control: no-store``/``private``. Responses carry ``X-Cache: HIT`` or
-``MISS`` and, for hits, ``Age``. In memory (LRU, bounded by ``TOLLWAY_CACHE_BYTES``) or shared
-in Redis.
+Keyed by method + the client's ``Host`` + path + the chosen query parameters (``vary_by_query``;
+all of them with ``["*"]``) + chosen request headers (``vary_by_headers``) + optionally the
+subscription, and per the values of the request headers a response names in ``Vary``.
+
+Shared caching must never hand one user's answer to another (RFC 9111 §3, §3.5), so by default:
+requests carrying ``Authorization`` or ``Cookie`` are neither answered from nor stored in the
+cache; responses with ``Set-Cookie``, ``Cache-Control: no-store``/``no-cache``/``private`` or
+``Vary: *`` are not stored. ``allow_private_response_caching`` (APIM's
+``allow-private-response-caching``) lets credentialed requests and ``private`` responses in,
+each entry then keyed by the request's credentials, so it is only ever replayed to a request
+carrying the same ones. Only complete 200 responses up to ``max_entry_bytes`` are stored.
+Responses carry ``X-Cache: HIT`` or ``MISS`` and, for hits, ``Age``. In memory (LRU, bounded by
+``TOLLWAY_CACHE_BYTES``) or shared in Redis.
 """
 
 from __future__ import annotations
@@ -17,7 +24,12 @@ from pydantic import Field
 
 from tollway.policies.base import PolicyConfig, RequestContext
 from tollway.policies.registry import BuildContext, register
+from tollway.stores.base import CachedResponse
 from tollway.types import Headers
+
+CREDENTIALS = (b"authorization", b"cookie")
+NEVER_STORED = frozenset({b"no-store", b"no-cache"})
+VARY_MARKER = 0  # status of the entry that records which request headers a response varies on
 
 
 class CacheConfig(PolicyConfig):
@@ -28,19 +40,44 @@ class CacheConfig(PolicyConfig):
     vary_by_headers: list[str] = Field(default_factory=list, description="Headers in the key.")
     vary_by_subscription: bool = Field(False, description="Separate entries per subscription.")
     max_entry_bytes: int = Field(1024 * 1024, ge=1, description="Largest body cached.")
+    allow_private_response_caching: bool = Field(
+        False,
+        description="Also cache answers to requests with Authorization or Cookie, and "
+        "Cache-Control: private responses, keyed by the request's credentials.",
+    )
 
 
-def storable(status: int, headers: Headers) -> bool:
+def _directives(value: bytes) -> set[bytes]:
+    return {d.strip().split(b"=")[0] for d in value.lower().split(b",")}
+
+
+def response_vary(status: int, headers: Headers, *, allow_private: bool) -> list[bytes] | None:
+    """The request headers a storable response varies on (lower-case); None: do not store."""
     if status != 200:
-        return False
+        return None
+    vary: list[bytes] = []
     for name, value in headers:
         if name == b"set-cookie":
-            return False
+            return None
         if name == b"cache-control":
-            directives = {d.strip().split(b"=")[0] for d in value.lower().split(b",")}
-            if directives & {b"no-store", b"private", b"no-cache"}:
-                return False
-    return True
+            directives = _directives(value)
+            if directives & NEVER_STORED or (b"private" in directives and not allow_private):
+                return None
+        elif name == b"vary":
+            vary += [v.strip().lower() for v in value.split(b",") if v.strip()]
+    return None if b"*" in vary else sorted(set(vary))
+
+
+def vary_marker(names: list[bytes], stored_at: float) -> CachedResponse:
+    """The entry under the base key that says which request headers pick the variant."""
+    return CachedResponse(VARY_MARKER, [(b"vary", b", ".join(names))], b"", stored_at)
+
+
+def marker_names(entry: CachedResponse) -> list[bytes] | None:
+    """The varied request headers if ``entry`` is a marker, else None (a real response)."""
+    if entry.status != VARY_MARKER:
+        return None
+    return [v.strip() for _, value in entry.headers for v in value.split(b",") if v.strip()]
 
 
 class CachePolicy:
@@ -53,18 +90,36 @@ class CachePolicy:
         self.headers = [h.lower().encode() for h in config.vary_by_headers]
         self.per_subscription = config.vary_by_subscription
         self.max_entry_bytes = config.max_entry_bytes
+        self.allow_private = config.allow_private_response_caching
         self.uid = context.uid
 
     def key(self, ctx: RequestContext, query: bytes) -> str | None:
+        """The base key of this request, or None when the cache must not be used for it."""
         if ctx.method not in ("GET", "HEAD"):
+            return None
+        credentials = [ctx.header(name) for name in CREDENTIALS]
+        if not self.allow_private and any(value is not None for value in credentials):
             return None
         pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
         kept = sorted(p for p in pairs if self.all_query or p[0] in self.query)
+        host = (ctx.header(b"host") or b"").lower()
         # HEAD is answered from the GET entry (same headers, no body); only GETs are stored.
-        parts = ["GET", ctx.path.decode("latin-1"), repr(kept)]
+        parts = ["GET", repr(host), ctx.path.decode("latin-1"), repr(kept)]
         parts += [repr(ctx.header(h)) for h in self.headers]
         if self.per_subscription:
             parts.append(str(ctx.grant.subscription_id if ctx.grant else 0))
+        parts += [repr(value) for value in credentials]  # (only ever set when allowed)
+        return self._digest(parts)
+
+    def variant_key(self, key: str, names: list[bytes], ctx: RequestContext) -> str:
+        """The key of the variant that answers ``ctx`` for a response that varies on ``names``."""
+        return self._digest([key, *(repr(ctx.header(name)) for name in names)])
+
+    def vary(self, status: int, headers: Headers) -> list[bytes] | None:
+        """What :func:`response_vary` says for this policy's options."""
+        return response_vary(status, headers, allow_private=self.allow_private)
+
+    def _digest(self, parts: list[str]) -> str:
         digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()
         return f"{self.uid}:{digest}"
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -21,9 +22,11 @@ from tollway.samples.webhook.models import (
     Confirmation,
     DeliveryOut,
     DeliveryState,
+    FieldError,
     Payload,
     Pong,
     ProblemOut,
+    ValidationProblemOut,
 )
 from tollway.samples.webhook.settings import WebhookSettings
 
@@ -35,6 +38,7 @@ PROBLEM_TITLES = {
     "callback-not-allowed": "Callback URL not allowed",
     "callback-failed": "Callback failed",
     "invalid-body": "Invalid request body",
+    "invalid-payload": "Payload does not match the schema",
 }
 
 
@@ -49,9 +53,26 @@ def problem_response(
     )
 
 
-def problem_doc(description: str) -> dict[str, Any]:
+def validation_problem(exc: RequestValidationError) -> JSONResponse:
+    """422 as a problem naming each invalid field and why, never echoing the value sent."""
+    errors = [
+        FieldError(loc=list(error.get("loc", ())), msg=str(error.get("msg", "invalid")))
+        for error in exc.errors()
+    ]
+    named = "; ".join(".".join(map(str, e.loc)) + f": {e.msg}" for e in errors)
+    problem = ValidationProblemOut(
+        type="/-/problems/invalid-payload",
+        title=PROBLEM_TITLES["invalid-payload"],
+        status=422,
+        detail=f"Fix these fields of the push payload: {named}",
+        errors=errors,
+    )
+    return JSONResponse(problem.model_dump(), status_code=422, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def problem_doc(description: str, model: type[ProblemOut] = ProblemOut) -> dict[str, Any]:
     # Documented by hand: a `model` in `responses` would be listed under application/json.
-    schema = ProblemOut.model_json_schema()
+    schema = model.model_json_schema()
     return {"description": description, "content": {PROBLEM_MEDIA_TYPE: {"schema": schema}}}
 
 
@@ -60,6 +81,7 @@ POST_RESPONSES: dict[int | str, dict[str, Any]] = {
         "Untrusted pusher, invalid repository/tag, callback host not allowed, or a body that "
         "is not JSON."
     ),
+    422: problem_doc("The body does not match the push payload's schema.", ValidationProblemOut),
     502: problem_doc("The confirmation could not be posted to callback_url."),
 }
 
@@ -161,6 +183,10 @@ def create_app(settings: WebhookSettings | None = None) -> FastAPI:
     @app.exception_handler(RejectedPayload)
     async def _rejected(request: Request, exc: RejectedPayload) -> JSONResponse:
         return problem_response(exc.kind, 400, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_problem(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -59,22 +59,38 @@ def check_names(payload: Payload) -> None:
         )
 
 
-def check_callback_url(url: str, allowed_hosts: list[str], *, https_only: bool) -> httpx.URL:
-    """The parsed callback URL; raises ``RejectedPayload`` unless its host is allowed.
+def host_port(host: str, port: int) -> str:
+    """How ``callback_hosts`` names one port of a host: ``host:port``, ``[v6addr]:port``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-    This keeps the endpoint from being used to make the server call arbitrary URLs (SSRF).
+
+def check_callback_url(url: str, allowed_hosts: list[str], *, https_only: bool) -> httpx.URL:
+    """The parsed callback URL; raises ``RejectedPayload`` unless its host and port are allowed.
+
+    This keeps the endpoint from being used to make the server call arbitrary URLs (SSRF): a
+    bare entry in ``allowed_hosts`` allows port 443 of that host only (so an allowed host's
+    other services stay out of reach); ``host:port`` allows that one port.
     """
     try:
         parsed = httpx.URL(url)
+        port = parsed.port or {"https": 443, "http": 80}.get(parsed.scheme, 0)
     except (httpx.InvalidURL, ValueError) as exc:
         raise RejectedPayload("callback-not-allowed", "callback_url is not a valid URL") from exc
     schemes = {"https"} if https_only else {"https", "http"}
     if parsed.scheme not in schemes:
         wanted = " or ".join(sorted(schemes))
         raise RejectedPayload("callback-not-allowed", f"callback_url must use {wanted}")
-    if parsed.userinfo or parsed.host.lower() not in allowed_hosts:
+    host = parsed.host.lower()
+    exact = host_port(host, port) in allowed_hosts
+    if parsed.userinfo or not (exact or host in allowed_hosts):
         raise RejectedPayload(
             "callback-not-allowed",
             f"callback_url host {parsed.host!r} is not an allowed callback host",
+        )
+    if port != 443 and not exact:
+        raise RejectedPayload(
+            "callback-not-allowed",
+            f"callback_url port {port} is not allowed: callbacks go to port 443 unless "
+            "WEBHOOK_CALLBACK_HOSTS names host:port",
         )
     return parsed

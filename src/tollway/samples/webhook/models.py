@@ -122,3 +122,16 @@ class ProblemOut(BaseModel):
     title: str = Field(description="Short summary of the problem type.")
     status: int = Field(description="HTTP status code.")
     detail: str = Field(description="What went wrong with this request.")
+
+
+class FieldError(BaseModel):
+    """One invalid field of a request body: where and why, never the value sent."""
+
+    loc: list[str | int] = Field(description="Path to the field, e.g. body.push_data.pusher.")
+    msg: str = Field(description="What is wrong with it.")
+
+
+class ValidationProblemOut(ProblemOut):
+    """A 422 problem: the body does not match the schema (the input is not echoed back)."""
+
+    errors: list[FieldError] = Field(description="Each invalid field.")

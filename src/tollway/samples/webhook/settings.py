@@ -57,7 +57,8 @@ class WebhookSettings(BaseSettings):
     )
     callback_hosts: NameList = Field(
         default_factory=lambda: [DOCKER_HUB_CALLBACK_HOST],
-        description="Hosts the confirmation may be posted to (the callback_url's host).",
+        description="Hosts the confirmation may be posted to (the callback_url's host): "
+        "'host' allows port 443 only, 'host:port' that port.",
     )
     callback_https_only: bool = Field(True, description="Refuse plain-http callback URLs.")
     callback_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the callback.")
