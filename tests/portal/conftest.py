@@ -118,6 +118,7 @@ def portal_settings(database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         secret_key=SECRET,  # type: ignore[arg-type]
+        public_url="http://gateway.test",  # the portal answers to this host, links point here
         refresh_interval=60,
         usage_flush_interval=3600,
     )
