@@ -3,13 +3,17 @@ everywhere, and administrators ending a user's sessions."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
 import pytest
+from sqlalchemy import select
 
 from tests.portal.conftest import ADMIN_EMAIL, Portal, csrf_of
 from tests.servers import free_port
+from tollway.db.models import PortalSession
+from tollway.db.session import transaction
 
 pytestmark = pytest.mark.anyio
 
@@ -114,3 +118,20 @@ async def test_oidc_start_and_a_bare_callback_do_not_keep_a_session_alive(
         await portal.client.get("/portal/oidc/corp/callback")
     # 80 minutes since the last page view: idle, whatever those two endpoints were asked
     assert not await signed_in(portal)
+
+
+async def test_the_cookie_is_an_opaque_token_of_which_the_store_keeps_a_digest(
+    portal: Portal,
+) -> None:
+    await portal.register("dev@example.com")
+    token = portal.client.cookies["tollway_portal"]
+    assert len(token) >= 40 and "dev" not in token
+    with transaction(portal.sessions) as session:
+        [row] = session.scalars(select(PortalSession)).all()
+        stored = [str(value) for value in vars(row).values()]
+    assert hashlib.sha256(token.encode()).hexdigest() in stored
+    assert not any(token in value for value in stored)
+    signin = await portal.signin("dev@example.com")
+    lines = signin.headers.get_list("set-cookie")
+    cookie = next(line for line in lines if line.startswith("tollway_portal="))
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/portal" in cookie
