@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -26,6 +27,8 @@ from tollway.portal.security import COOKIE, FORM_COOKIE, PREFIX, SLOT, SessionSl
 from tollway.services import portal_sessions as store
 from tollway.services.portal_sessions import SessionRules, digest_of
 from tollway.types import ASGIApp, Message, Receive, Scope, Send
+
+T = TypeVar("T")
 
 
 class SignIns:
@@ -44,8 +47,8 @@ class SignIns:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC).replace(tzinfo=None)
 
-    async def _run(self, work: Callable[[Session], object]) -> object:
-        def run() -> object:
+    async def _run(self, work: Callable[[Session], T]) -> T:
+        def run() -> T:
             with transaction(self.sessions) as session:
                 return work(session)
 
@@ -65,8 +68,7 @@ class SignIns:
     async def user(self, token: str) -> tuple[User, PortalSession] | None:
         """The signed-in user and their session, if the token's session is live."""
         now, digest = self.now(), digest_of(token)
-        found = await self._run(lambda s: store.signed_in_user(s, digest, now, self.rules))
-        return found  # type: ignore[return-value]
+        return await self._run(lambda s: store.signed_in_user(s, digest, now, self.rules))
 
     async def end(self, token: str, *, everywhere: bool = False) -> None:
         """End the token's session (``everywhere``: every session of its user)."""
@@ -82,17 +84,14 @@ class SignIns:
         await self._run(work)
 
     async def end_all(self, user_id: int) -> int:
-        ended = await self._run(lambda s: store.end_user_sessions(s, user_id))
-        return ended  # type: ignore[return-value]
+        return await self._run(lambda s: store.end_user_sessions(s, user_id))
 
     async def end_one(self, user_id: int, session_id: int) -> bool:
-        ended = await self._run(lambda s: store.end_session_of(s, user_id, session_id))
-        return bool(ended)
+        return await self._run(lambda s: store.end_session_of(s, user_id, session_id))
 
     async def list(self, user_id: int) -> list[PortalSession]:
         now = self.now()
-        found = await self._run(lambda s: store.sessions_of(s, user_id, now, self.rules))
-        return found  # type: ignore[return-value]
+        return await self._run(lambda s: store.sessions_of(s, user_id, now, self.rules))
 
 
 class PortalSessions:
