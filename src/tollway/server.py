@@ -11,6 +11,8 @@ import uvicorn
 
 from tollway.errors import UserError
 from tollway.gateway.app import create_gateway
+from tollway.portal.app import check_portal_settings
+from tollway.portal.settings import PortalSettings
 from tollway.settings import Settings
 
 logger = logging.getLogger("tollway")
@@ -56,6 +58,7 @@ def check_workers_share_state(settings: Settings, workers: int) -> None:
 def serve(settings: Settings, *, workers: int = 1, log_level: str = "info") -> None:
     """Serve the gateway until interrupted (SIGINT/SIGTERM finish in-flight requests)."""
     check_workers_share_state(settings, workers)
+    check_portal_settings(settings, PortalSettings())
     check_port_free(settings.host, settings.port)
     common: dict[str, Any] = {
         "host": settings.host,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -63,11 +64,35 @@ def keys_on(page: httpx.Response) -> dict[str, str]:
     return {slot: key for key, slot in found}
 
 
+class Clock:
+    """Real time plus an offset a test can advance: what the portal times sessions with."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.offset = offset
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 @dataclass
 class Portal:
     gateway: Gateway
     client: httpx.AsyncClient
     sessions: sessionmaker[Session]
+    clock: Clock = field(default_factory=Clock)
+
+    def browser(self, user_agent: str = "second browser") -> Portal:
+        """Another browser (its own cookies) on the same portal; close its ``client``."""
+        transport = httpx.ASGITransport(app=self.gateway, client=("203.0.113.10", 50000))
+        client = httpx.AsyncClient(
+            transport=transport,
+            base_url=str(self.client.base_url),
+            headers={"User-Agent": user_agent},
+        )
+        return Portal(self.gateway, client, self.sessions, self.clock)
 
     async def form(self, page_path: str, target: str, /, **fields: str) -> httpx.Response:
         """Open ``page_path`` and submit a form to ``target`` with its CSRF token."""
@@ -118,9 +143,15 @@ def portal_settings(database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         secret_key=SECRET,  # type: ignore[arg-type]
+        public_url="http://gateway.test",  # the portal answers to this host, links point here
         refresh_interval=60,
         usage_flush_interval=3600,
     )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture
@@ -134,14 +165,15 @@ async def portal(
     engine: Engine,
     portal_settings: Settings,
     portal_env: dict[str, str],
+    clock: Clock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Portal]:
     for name, value in portal_env.items():
         monkeypatch.setenv(name, value)
     apply(engine, PORTAL_CONFIG)
-    gateway = create_gateway(portal_settings, engine=engine)
+    gateway = create_gateway(portal_settings, engine=engine, clock=clock)
     await gateway.startup()
     transport = httpx.ASGITransport(app=gateway, client=("203.0.113.9", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-        yield Portal(gateway, client, session_factory(engine))
+        yield Portal(gateway, client, session_factory(engine), clock)
     await gateway.shutdown()

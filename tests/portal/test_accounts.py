@@ -117,10 +117,12 @@ async def test_forms_without_the_csrf_token_are_refused(portal: Portal) -> None:
 
 async def test_signing_in_rotates_the_session(portal: Portal) -> None:
     await portal.signup("fixed@example.com")
-    await portal.client.get("/portal/signin")
+    await portal.register("planter@example.com")  # a session the attacker knows the cookie of
     planted = portal.client.cookies["tollway_portal"]
+    planted_form = portal.client.cookies["tollway_portal_form"]
     await portal.signin("fixed@example.com")
     assert portal.client.cookies["tollway_portal"] != planted
+    assert portal.client.cookies["tollway_portal_form"] != planted_form  # a new CSRF token
     # The cookie an attacker planted before the sign-in does not carry the sign-in.
     portal.client.cookies.clear()
     portal.client.cookies.set("tollway_portal", planted, domain="gateway.test", path="/portal")

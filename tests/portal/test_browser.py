@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,3 +217,26 @@ def test_entra_multi_tenant_sign_in_admits_the_allowed_tenant_only(
     expect(page.get_by_label("Signed in as")).to_have_text("Ada Contoso")
     shot(page, "09-entra-allowed-tenant")
     context.close()
+
+
+def test_sign_out_everywhere_in_the_browser(browser: Browser, base_url: str) -> None:
+    laptop = browser.new_context(base_url=base_url, viewport={"width": 1100, "height": 800})
+    phone = browser.new_context(base_url=base_url, user_agent="Phone Browser")
+    pages = []
+    for context in (laptop, phone):
+        page = context.new_page()
+        page.goto("/portal/account")
+        page.get_by_label("E-mail").fill(ADMIN_EMAIL)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        expect(page.get_by_role("heading", name="Where you are signed in")).to_be_visible()
+        pages.append(page)
+    pages[0].reload()
+    expect(pages[0].get_by_text("Phone Browser")).to_be_visible()
+    expect(pages[0].get_by_text("(this browser)")).to_be_visible()
+    shot(pages[0], "08-account-sessions")
+    pages[0].get_by_role("button", name="Sign out everywhere").click()
+    pages[1].reload()
+    expect(pages[1]).to_have_url(re.compile(r"/portal/signin\?next_url="))
+    laptop.close()
+    phone.close()

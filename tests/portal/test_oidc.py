@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from tests.gateway.conftest import apply
+from tests.gateway.conftest import SECRET, apply
 from tests.portal.conftest import PASSWORD, PORTAL_CONFIG, Portal
 from tests.portal.oidc_provider import CLIENT_ID, CLIENT_SECRET, oidc_provider
 from tests.servers import free_port
@@ -225,3 +225,29 @@ async def test_a_callback_cannot_be_replayed(oidc_portal: Portal) -> None:
     page = await oidc_portal.client.get(seen[0])
     assert page.status_code == 400 and "not started here" in page.text
     assert await signed_in_as(oidc_portal) is None
+
+
+async def test_behind_a_tls_terminating_proxy_the_redirect_uri_is_https(
+    engine: Engine, database_url: str, issuer: str
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        secret_key=SECRET,  # type: ignore[arg-type]
+        trusted_proxies=["10.0.0.0/8"],
+    )
+    gateway = create_gateway(settings, engine=engine)
+    provider = OidcProvider(name="test", issuer=issuer, client_id=CLIENT_ID)
+    portal_settings = PortalSettings(oidc_providers=[provider], allowed_hosts=["portal.example"])
+    gateway.mount(
+        "/portal", create_portal(settings, gateway.sessions, portal_settings=portal_settings)
+    )
+    proxy = httpx.ASGITransport(app=gateway, client=("10.0.0.2", 40000))  # TLS ends at the proxy
+    async with httpx.AsyncClient(transport=proxy, base_url="http://portal.example") as client:
+        start = await client.get(
+            "/portal/oidc/test/start",
+            headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7"},
+        )
+    assert start.status_code == 303
+    query = dict(parse_qsl(urlsplit(start.headers["location"]).query))
+    assert query["redirect_uri"] == "https://portal.example/portal/oidc/test/callback"
+    assert "; secure" in start.headers["set-cookie"].lower()

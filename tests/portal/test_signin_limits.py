@@ -1,4 +1,4 @@
-"""Failed sign-ins are counted on Tollway's counter stores: on Redis, across processes."""
+"""Sign-in attempts are counted on Tollway's counter stores: on Redis, across processes."""
 
 from __future__ import annotations
 
@@ -22,21 +22,23 @@ class Clock:
         return self.now
 
 
-async def test_failures_expire_and_a_success_forgets_them() -> None:
+async def test_attempts_expire_and_a_success_is_given_back() -> None:
     counters, _ = open_stores("memory://")
     clock = Clock()
     limiter = CounterAttemptLimiter(counters, "account", 2, 60, clock)
     for _ in range(2):
-        assert await limiter.allowed("a@example.com")
-        await limiter.failed("a@example.com")
-    assert not await limiter.allowed("a@example.com")
-    assert await limiter.allowed("b@example.com")
-    clock.now += 121  # two windows later the failures have slid out
-    assert await limiter.allowed("a@example.com")
-    await limiter.failed("a@example.com")
+        assert await limiter.attempt("a@example.com") is not None
+    assert await limiter.attempt("a@example.com") is None  # refused: nothing counted
+    assert await limiter.attempt("b@example.com") is not None
+    clock.now += 121  # two windows later the attempts have slid out
+    first = await limiter.attempt("a@example.com")
+    assert first is not None
+    await limiter.forgive(first)  # it succeeded
+    assert await limiter.attempt("a@example.com") is not None
+    assert await limiter.attempt("a@example.com") is not None
+    assert await limiter.attempt("a@example.com") is None
     await limiter.reset("a@example.com")
-    await limiter.failed("a@example.com")
-    assert await limiter.allowed("a@example.com")  # the earlier failure was forgotten
+    assert await limiter.attempt("a@example.com") is not None
 
 
 @pytest.mark.redis
@@ -47,11 +49,13 @@ async def test_two_processes_share_the_count_on_redis() -> None:
     one = CounterAttemptLimiter(first, name, 3, 60)
     two = CounterAttemptLimiter(second, name, 3, 60)
     try:
-        await one.failed("x@example.com")
-        await two.failed("x@example.com")
-        assert await one.allowed("x@example.com")
-        await one.failed("x@example.com")
-        assert not await two.allowed("x@example.com")
+        assert await one.attempt("x@example.com") is not None
+        assert await two.attempt("x@example.com") is not None
+        charge = await one.attempt("x@example.com")
+        assert charge is not None
+        assert await two.attempt("x@example.com") is None
+        await two.forgive(charge)
+        assert await one.attempt("x@example.com") is not None
     finally:
         await first.aclose()
         await second.aclose()

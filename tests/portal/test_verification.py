@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import unquote
 
-import anyio
 import pytest
 
-from tollway.types import Receive, Scope, Send
-
-from ..servers import read_body, serve_in_thread
 from .conftest import Portal, csrf_of
+from .mailbox import Mailbox, running_mailbox
 
 pytestmark = pytest.mark.anyio
 
 
-class Mailbox:
-    """Stands in for the mail sender the hook would normally call."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        self.received.append(json.loads(await read_body(receive)))
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    async def wait_for(self, count: int) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + 10
-        while len(self.received) < count:
-            assert time.monotonic() < deadline, "the hook was not called"
-            await anyio.sleep(0.02)  # the hook is sent from this event loop, in the background
-        return self.received
-
-
 @pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, str]]:
-    box = Mailbox()
-    with serve_in_thread(box) as base:
-        yield box, f"{base}/send-verification"
+    with running_mailbox() as box:
+        yield box
 
 
 @pytest.fixture

@@ -167,6 +167,21 @@ class UserIdentity(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class PortalSession(Base):
+    """A signed-in browser. Its cookie holds a random token; only the token's SHA-256 digest is
+    stored, so a copy of the database signs nobody in. Deleting the row signs the browser out."""
+
+    __tablename__ = "portal_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    user_agent: Mapped[str] = mapped_column(String(200), default="")
+    address: Mapped[str] = mapped_column(String(64), default="")
+
+
 class SubscriptionState(enum.StrEnum):
     submitted = "submitted"
     active = "active"

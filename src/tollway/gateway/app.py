@@ -567,5 +567,8 @@ def create_gateway(
     gateway = Gateway(settings, engine=engine, clock=clock)
     gateway.mount("/docs", create_docs_app(lambda: gateway.state))
     gateway.mount("/-", create_internal_app(lambda: readiness(gateway)))
-    gateway.mount("/portal", create_portal(settings, gateway.sessions, counters=gateway.counters))
+    gateway.mount(
+        "/portal",
+        create_portal(settings, gateway.sessions, counters=gateway.counters, clock=clock),
+    )
     return gateway

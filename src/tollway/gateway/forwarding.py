@@ -16,54 +16,20 @@ trusted proxies, like ``X-Forwarded-*``.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from tollway.gateway.backends import HOP_BY_HOP, BodyFraming
+from tollway.proxies import ProxyTrust  # (moved there; the portal shares it)
 from tollway.types import Headers
+
+__all__ = ["PreparedRequest", "ProxyTrust", "prepare_request", "take_query_key"]
 
 _CAPTURED = frozenset(
     {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix"}
 )
 # Client-address headers other proxies use: passed on only when a trusted proxy sent them.
 _PROXY_ONLY = frozenset({b"forwarded", b"x-real-ip"})
-
-
-class ProxyTrust:
-    """Which peers may tell us the client's address; answers are cached per address."""
-
-    def __init__(self, networks: list[str]) -> None:
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
-        self._cache: dict[str, bool] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self.networks)
-
-    def trusts(self, address: str) -> bool:
-        known = self._cache.get(address)
-        if known is None:
-            try:
-                ip = ipaddress.ip_address(address)
-                known = any(ip in network for network in self.networks)
-            except ValueError:
-                known = False
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[address] = known
-        return known
-
-    def client_address(self, peer: str, forwarded_for: bytes | None) -> str:
-        """The rightmost address in X-Forwarded-For that is not a trusted proxy."""
-        if forwarded_for is None or not self.trusts(peer):
-            return peer
-        for hop in reversed(forwarded_for.decode("latin-1").split(",")):
-            hop = hop.strip()
-            if not hop:
-                continue
-            if not self.trusts(hop):
-                return hop
-        return peer
 
 
 @dataclass(slots=True)

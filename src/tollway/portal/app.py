@@ -18,13 +18,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tollway.errors import NotFound, UserError
-from tollway.portal import admin, auth, pages, usage
+from tollway.portal import admin, auth, pages, session_pages, usage
+from tollway.portal.edge import PortalEdge, allowed_hosts
 from tollway.portal.limits import CounterAttemptLimiter
 from tollway.portal.oidc import OidcClient
-from tollway.portal.security import PREFIX, PortalSessions
+from tollway.portal.security import PREFIX
+from tollway.portal.sessions import PortalSessions, SignIns
 from tollway.portal.settings import PortalSettings
 from tollway.portal.verification import RESET_MAX_AGE, EmailLinks
 from tollway.portal.web import Portal, render
+from tollway.proxies import ProxyTrust
+from tollway.services.portal_sessions import SessionRules
 from tollway.settings import Settings
 from tollway.stores import CounterStore, MemoryCounterStore
 
@@ -39,6 +43,8 @@ def _routes() -> list[Route | Mount]:
         Route("/signup", auth.signup, methods=["GET", "POST"]),
         Route("/signin", auth.signin, methods=["GET", "POST"]),
         Route("/signout", auth.signout, methods=["POST"]),
+        Route("/signout/everywhere", auth.signout_everywhere, methods=["POST"]),
+        Route("/sessions/{session_id:int}/end", session_pages.end_one, methods=["POST"]),
         Route("/verify", auth.verify_email),
         Route("/forgot", auth.forgot_password, methods=["GET", "POST"]),
         Route("/reset", auth.reset_password, methods=["GET", "POST"]),
@@ -53,6 +59,11 @@ def _routes() -> list[Route | Mount]:
         Route("/admin", admin.overview),
         Route(f"/admin{SUB}", admin.change_subscription, methods=["POST"]),
         Route("/admin/users/{user_id:int}", admin.change_user, methods=["POST"]),
+        Route(
+            "/admin/users/{user_id:int}/sessions/end",
+            session_pages.end_users_sessions,
+            methods=["POST"],
+        ),
         Mount("/static", StaticFiles(directory=str(files("tollway.portal") / "static"))),
     ]
 
@@ -71,9 +82,20 @@ def _session_secret(settings: Settings) -> str:
     if settings.secret_key is not None:
         return "portal-session:" + settings.secret_key.get_secret_value()
     logger.warning(
-        "TOLLWAY_SECRET_KEY is not set: portal sign-ins last only until this process stops"
+        "TOLLWAY_SECRET_KEY is not set: portal forms and e-mailed links work only until this "
+        "process stops, and only in this process"
     )
     return secrets.token_urlsafe(32)
+
+
+def check_portal_settings(settings: Settings, config: PortalSettings) -> None:
+    """Refuse to start with settings that would make e-mailed links unsafe."""
+    if config.verification_hook and settings.public_url is None:
+        raise UserError(
+            "TOLLWAY_PORTAL_VERIFICATION_HOOK is set, so the portal e-mails links: set "
+            "TOLLWAY_PUBLIC_URL to the address people reach it at (e.g. "
+            "https://api.example.com), so links never come from a request's Host header"
+        )
 
 
 def create_portal(
@@ -86,12 +108,16 @@ def create_portal(
 ) -> Starlette:
     """The developer portal as an ASGI app; it expects full paths under ``/portal``.
 
-    ``counters`` is the gateway's counter store (memory or Redis), which also counts failed
-    sign-ins; without one the portal keeps its own in memory.
+    ``counters`` is the gateway's counter store (memory or Redis), which also counts sign-in
+    attempts; without one the portal keeps its own in memory. ``clock`` times sessions, links'
+    limits and ID tokens. Raises :class:`UserError` for unsafe settings.
     """
     config = portal_settings or PortalSettings()
+    check_portal_settings(settings, config)
     counters = counters or MemoryCounterStore()
     secret = _session_secret(settings)
+    rules = SessionRules(config.session_max_age, config.session_idle_timeout)
+    signins = SignIns(sessions, rules, clock)
     portal = Portal(
         sessions,
         config,
@@ -105,6 +131,8 @@ def create_portal(
         ip_limiter=CounterAttemptLimiter(
             counters, "ip", config.signin_attempts_per_ip, config.signin_window, clock
         ),
+        signins=signins,
+        public_url=settings.public_url,
         signup_limiter=CounterAttemptLimiter(
             counters, "signup", config.signups_per_ip, 3600, clock
         ),
@@ -115,7 +143,19 @@ def create_portal(
     )
     app = Starlette(
         routes=[Mount(PREFIX, routes=_routes())],
-        middleware=[Middleware(PortalSessions, secret=secret, max_age=config.session_max_age)],
+        middleware=[
+            Middleware(
+                PortalEdge,
+                trust=ProxyTrust(settings.trusted_proxies),
+                hosts=allowed_hosts(settings.public_url, config.allowed_hosts),
+            ),
+            Middleware(
+                PortalSessions,
+                signins=signins,
+                form_secret=secret,
+                secure_always=(settings.public_url or "").startswith("https://"),
+            ),
+        ],
         exception_handlers={HTTPException: _http_error, UserError: _user_error},
     )
     app.state.portal = portal

@@ -7,7 +7,6 @@ and a failed sign-in says only that the e-mail or password is wrong.
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -16,7 +15,7 @@ from starlette.responses import Response
 from tollway.errors import UserError
 from tollway.portal.oidc import OidcError, Pending
 from tollway.portal.security import HOME, PREFIX, end_session, safe_next, start_session
-from tollway.portal.web import checked_form, portal_of, redirect, render
+from tollway.portal.web import checked_form, portal_of, public_link, redirect, render
 from tollway.services import identities, users
 
 logger = logging.getLogger("tollway.portal")
@@ -46,8 +45,8 @@ async def signup(request: Request) -> Response:
         return render(request, "signup.html", 400, email=email, error=str(exc))
     if user is not None and portal.verification is not None and portal.verification.hook_url:
         token = portal.verification.token(user.id, user.email)
-        link = request.url.replace(path=f"{PREFIX}/verify", query=urlencode({"token": token}))
-        portal.verification.send(user.email, str(link))
+        link = public_link(request, f"{PREFIX}/verify", token=token)
+        portal.verification.send(user.email, link)
     return render(request, "signin.html", email=email, next_url=HOME, message=SIGNUP_DONE)
 
 
@@ -56,12 +55,15 @@ async def _spend_signup(request: Request) -> bool:
     limiter = portal_of(request).signup_limiter
     if limiter is None:
         return True
-    peer = f"ip:{request.client.host if request.client else '-'}"
-    if not await limiter.allowed(peer):
+    if await limiter.attempt(_peer(request)) is None:
         logger.warning("sign-up/reset refused: too many from one address")
         return False
-    await limiter.failed(peer)
     return True
+
+
+def _peer(request: Request) -> str:
+    """The client's address (through trusted proxies: ``PortalEdge`` resolved it)."""
+    return f"ip:{request.client.host if request.client else '-'}"
 
 
 async def verify_email(request: Request) -> Response:
@@ -93,8 +95,7 @@ async def forgot_password(request: Request) -> Response:
     if found is not None:
         user_id, address, fingerprint = found
         token = portal.resets.token(user_id, fingerprint)
-        link = request.url.replace(path=f"{PREFIX}/reset", query=urlencode({"token": token}))
-        portal.resets.send(address, str(link))
+        portal.resets.send(address, public_link(request, f"{PREFIX}/reset", token=token))
     return render(request, "forgot.html", email=email, message=RESET_SENT)
 
 
@@ -131,19 +132,21 @@ async def signin(request: Request) -> Response:
     email, password = str(form.get("email", "")).strip(), str(form.get("password", ""))
     next_url = safe_next(form.get("next_url"))
     portal = portal_of(request)
-    account = f"account:{email.lower()}"
-    peer = f"ip:{request.client.host if request.client else '-'}"
-    if not (
-        await portal.account_limiter.allowed(account) and await portal.ip_limiter.allowed(peer)
-    ):
-        logger.warning("sign-in refused: too many failures (%s)", peer)
+    account, peer = f"account:{email.lower()}", _peer(request)
+    # Count the attempt first (atomically), then check the password: concurrent guesses
+    # cannot all slip in before the first failure is counted.
+    by_account = await portal.account_limiter.attempt(account)
+    by_peer = await portal.ip_limiter.attempt(peer) if by_account else None
+    if by_account is None or by_peer is None:
+        if by_account is not None:
+            await portal.account_limiter.forgive(by_account)
+        logger.warning("sign-in refused: too many attempts (%s)", peer)
         return render(request, "signin.html", 429, email=email, next_url=next_url, error=TOO_MANY)
     user = await portal.db(users.authenticate, email, password)
     if user is None:
-        await portal.account_limiter.failed(account)
-        await portal.ip_limiter.failed(peer)
         return render(request, "signin.html", 400, email=email, next_url=next_url, error=BAD_SIGNIN)
     await portal.account_limiter.reset(account)
+    await portal.ip_limiter.forgive(by_peer)
     start_session(request, user.id)
     return redirect(next_url)
 
@@ -154,8 +157,15 @@ async def signout(request: Request) -> Response:
     return redirect(HOME)
 
 
+async def signout_everywhere(request: Request) -> Response:
+    """End every session of this user, on every browser and device."""
+    await checked_form(request)
+    end_session(request, everywhere=True)
+    return redirect(HOME)
+
+
 def _callback_url(request: Request, provider: str) -> str:
-    return str(request.url.replace(path=f"{PREFIX}/oidc/{provider}/callback", query=""))
+    return public_link(request, f"{PREFIX}/oidc/{provider}/callback")
 
 
 async def oidc_start(request: Request) -> Response:

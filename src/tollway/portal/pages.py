@@ -60,6 +60,8 @@ async def _account_page(
         status,
         subscriptions=subs,
         products=products,
+        sessions=await portal_of(request).signins.list(user.id),
+        this_session=request.scope.get("portal_session_id"),
         new_keys=new_keys,
         error=error,
         live_states=LIVE_STATES,

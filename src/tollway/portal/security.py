@@ -1,41 +1,52 @@
-"""Portal sessions, CSRF tokens and safe redirects.
+"""Portal sign-ins, CSRF tokens and safe redirects.
 
-Sessions are signed cookies (itsdangerous via Starlette's SessionMiddleware), scoped to
-``/portal``, ``HttpOnly`` and ``SameSite=Lax``; ``Secure`` is added per request when it came
-over https. Signing in replaces the whole session (new id, new CSRF token), so a session an
-attacker planted before sign-in is worth nothing after it (session fixation).
+A sign-in is a session kept in the store (``tollway.services.portal_sessions``); the
+``tollway_portal`` cookie carries only a random token, of which the store keeps a SHA-256 digest.
+Signing out, sign out everywhere, a password change or reset and blocking delete the rows, so a
+copied cookie is then worth nothing. Form state (the CSRF token, a pending OpenID Connect
+sign-in) lives in ``tollway_portal_form``, a signed cookie (itsdangerous via Starlette's
+SessionMiddleware) that signs nobody in. Both are scoped to ``/portal``, ``HttpOnly``,
+``SameSite=Lax``, and ``Secure`` when the client used https (through trusted proxies too).
+
+Signing in replaces both (new session token, new CSRF token), so a cookie an attacker planted
+before sign-in is worth nothing after it (session fixation).
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-
-from tollway.types import ASGIApp, Receive, Scope, Send
 
 PREFIX = "/portal"
 HOME = "/portal/"
 COOKIE = "tollway_portal"
+FORM_COOKIE = "tollway_portal_form"
 CSRF_FIELD = "csrf_token"
+SLOT = "tollway.portal_session"
 
 
-class PortalSessions:
-    """Session middleware that marks the cookie ``Secure`` whenever the request used https."""
+@dataclass
+class SessionSlot:
+    """This request's sign-in: the cookie's token, and what the response must do with it."""
 
-    def __init__(self, app: ASGIApp, secret: str, max_age: int) -> None:
-        options = {"session_cookie": COOKIE, "max_age": max_age, "path": PREFIX}
-        self.plain = SessionMiddleware(app, secret, same_site="lax", **options)  # type: ignore[arg-type]
-        self.secure = SessionMiddleware(app, secret, same_site="lax", https_only=True, **options)  # type: ignore[arg-type]
+    token: str | None = None
+    start_user: int | None = None
+    end: bool = False
+    everywhere: bool = False
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        layer = self.secure if scope.get("scheme") in ("https", "wss") else self.plain
-        await layer(scope, receive, send)
+
+def session_slot(request: Request) -> SessionSlot:
+    """This request's :class:`SessionSlot` (``PortalSessions`` fills it from the cookie)."""
+    slot = request.scope.get(SLOT)
+    if not isinstance(slot, SessionSlot):
+        slot = request.scope[SLOT] = SessionSlot()
+    return slot
 
 
 def csrf_token(request: Request) -> str:
@@ -58,15 +69,20 @@ def check_csrf(request: Request, form: FormData) -> None:
 
 
 def start_session(request: Request, user_id: int) -> None:
-    """Sign ``user_id`` in with a brand-new session (rotated id and CSRF token)."""
+    """Sign ``user_id`` in with a brand-new session (new token and CSRF token); the response
+    records it in the store and sets the cookie (any session this browser had ends)."""
     request.session.clear()
-    request.session.update(
-        sid=secrets.token_urlsafe(16), uid=user_id, csrf=secrets.token_urlsafe(32)
-    )
+    request.session["csrf"] = secrets.token_urlsafe(32)
+    slot = session_slot(request)
+    slot.start_user, slot.end = user_id, False
 
 
-def end_session(request: Request) -> None:
+def end_session(request: Request, *, everywhere: bool = False) -> None:
+    """Sign this browser out (``everywhere``: every session of its user); the response
+    deletes the session(s) from the store and clears the cookie."""
     request.session.clear()
+    slot = session_slot(request)
+    slot.start_user, slot.end, slot.everywhere = None, True, everywhere
 
 
 def safe_next(url: object) -> str:

@@ -11,10 +11,10 @@ OpenID Connect providers come from ``TOLLWAY_PORTAL_OIDC_PROVIDERS``, a JSON lis
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENTRA_HOST = "https://login.microsoftonline.com"
 ENTRA_MULTI_TENANT = frozenset({"common", "organizations", "consumers"})
@@ -121,7 +121,17 @@ class PortalSettings(BaseSettings):
     oidc_providers: list[OidcProvider] = Field(
         default_factory=list, description="OpenID Connect providers (JSON list)."
     )
-    session_max_age: int = Field(8 * 3600, gt=0, description="Seconds a sign-in lasts.")
+    session_max_age: int = Field(
+        8 * 3600, gt=0, description="Seconds a sign-in lasts at most, however active (absolute)."
+    )
+    session_idle_timeout: int = Field(
+        3600, gt=0, description="Seconds without a page view after which a sign-in ends."
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the portal answers to besides TOLLWAY_PUBLIC_URL's (comma-"
+        "separated); without a public URL, loopback names (localhost, 127.0.0.1, ::1) are allowed.",
+    )
     signin_attempts_per_account: int = Field(
         5, gt=0, description="Failed sign-ins allowed per e-mail address per window."
     )
@@ -144,3 +154,10 @@ class PortalSettings(BaseSettings):
     verification_required: bool = Field(
         False, description="Only developers with a verified e-mail address may subscribe."
     )
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip().lower() for item in value.split(",") if item.strip()]
+        return value

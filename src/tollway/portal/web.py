@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any, Concatenate, ParamSpec, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import jinja2
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,11 +17,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from tollway.db.models import User, UserRole, UserState
+from tollway.db.models import User, UserRole
 from tollway.db.session import transaction
 from tollway.portal.limits import AttemptLimiter
 from tollway.portal.oidc import OidcClient
-from tollway.portal.security import CSRF_FIELD, PREFIX, check_csrf, csrf_token
+from tollway.portal.security import CSRF_FIELD, PREFIX, check_csrf, csrf_token, session_slot
+from tollway.portal.sessions import SignIns
 from tollway.portal.settings import PortalSettings
 from tollway.portal.verification import EmailLinks
 
@@ -44,10 +45,12 @@ class Portal:
     settings: PortalSettings
     account_limiter: AttemptLimiter
     ip_limiter: AttemptLimiter
+    signins: SignIns
     oidc: dict[str, OidcClient] = field(default_factory=dict)
     verification: EmailLinks | None = None
     resets: EmailLinks | None = None
     signup_limiter: AttemptLimiter | None = None
+    public_url: str | None = None  # TOLLWAY_PUBLIC_URL: where links in e-mails point
 
     async def db(
         self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
@@ -66,21 +69,27 @@ def portal_of(request: Request) -> Portal:
     return portal
 
 
-def _load_user(session: Session, user_id: int) -> User | None:
-    user = session.get(User, user_id)
-    return user if user is not None and user.state == UserState.active else None
-
-
 async def current_user(request: Request) -> User | None:
-    """The signed-in, still active user; a blocked or deleted user is signed out here."""
+    """The signed-in, still active user (a page view: it keeps the session from idling out).
+
+    A session that ended, expired or whose user was blocked has its cookie cleared here.
+    """
     if "user" in request.scope:
         return request.scope["user"]  # type: ignore[no-any-return]
-    user_id = request.session.get("uid")
-    user = await portal_of(request).db(_load_user, user_id) if isinstance(user_id, int) else None
-    if user is None and user_id is not None:
-        request.session.clear()
-    request.scope["user"] = user
-    return user
+    slot = session_slot(request)
+    found = await portal_of(request).signins.user(slot.token) if slot.token else None
+    if found is None and slot.token is not None:
+        slot.end = True
+    request.scope["user"] = found[0] if found else None
+    request.scope["portal_session_id"] = found[1].id if found else None
+    return request.scope["user"]  # type: ignore[no-any-return]
+
+
+def public_link(request: Request, path: str, **query: str) -> str:
+    """An absolute link to ``path``: on TOLLWAY_PUBLIC_URL when set, else on the host this
+    request was sent to (allowed by ``PortalEdge``), with the scheme the client used."""
+    base = portal_of(request).public_url or f"{request.url.scheme}://{request.url.netloc}"
+    return f"{base}{path}" + (f"?{urlencode(query)}" if query else "")
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:

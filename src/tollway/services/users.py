@@ -13,6 +13,7 @@ from tollway.db.models import ChangeKind, User, UserRole, UserState
 from tollway.errors import NotFound, UserError
 from tollway.services.changes import record_change
 from tollway.services.passwords import check_strength, hash_password, verify_password
+from tollway.services.portal_sessions import end_user_sessions
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -56,8 +57,11 @@ def create_user(
 
 
 def set_user_state(session: Session, user: User, state: UserState) -> None:
-    """Block or unblock a user; blocking disables all their keys in every gateway."""
+    """Block or unblock a user; blocking disables all their keys in every gateway and ends
+    every portal session of theirs."""
     user.state = state
+    if state == UserState.blocked:
+        end_user_sessions(session, user.id)
     session.flush()
     record_change(session, ChangeKind.user, user.id)
 
@@ -137,7 +141,9 @@ def get_user_by_id(session: Session, user_id: int) -> User:
 
 
 def set_password(session: Session, user: User, password: str) -> None:
-    """Give ``user`` a new password (strength-checked, stored as an argon2id hash)."""
+    """Give ``user`` a new password (strength-checked, stored as an argon2id hash); every
+    portal session of theirs ends, so a browser someone else kept is signed out."""
     check_strength(password, user.email)
     user.password_hash = hash_password(password)
+    end_user_sessions(session, user.id)
     session.flush()
