@@ -81,3 +81,26 @@ async def test_password_reset_by_link_works_once(
     )
     assert again.status_code == 400  # the link died with the old password
     assert len(box.received) == 2  # nothing was sent for the unknown address
+
+
+async def test_a_password_reset_proves_the_address(
+    portal: Portal, mailbox: tuple[Mailbox, str]
+) -> None:
+    """The reset link reached the mailbox: the account counts as verified from then on."""
+    box, _ = mailbox
+    await portal.signup("mailbox@example.com")
+    await box.wait_for(1)  # the verification mail, never opened
+    await portal.form("/portal/forgot", "/portal/forgot", email="mailbox@example.com")
+    link = (await box.wait_for(2))[1]["reset_url"]
+    page = await portal.client.get(link)
+    new_password = "Quiet-Lantern-Orchard-73"
+    await portal.client.post(
+        "/portal/reset",
+        data={
+            "csrf_token": csrf_of(page),
+            "token": unquote(link.partition("token=")[2]),
+            "password": new_password,
+        },
+    )
+    assert (await portal.signin("mailbox@example.com", new_password)).status_code == 303
+    assert await subscribe(portal) == 201

@@ -114,6 +114,7 @@ def reset_password(session: Session, user_id: int, fingerprint: str, password: s
     if not hmac.compare_digest(password_fingerprint(user), fingerprint):
         return None
     set_password(session, user, password)
+    user.email_verified = True  # the link reached this mailbox: the address is proven
     return user.email
 
 
