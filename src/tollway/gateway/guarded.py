@@ -38,6 +38,11 @@ from tollway.gateway.http_refusals import (
 from tollway.settings import Settings
 
 REQUEST_LINE_FRAME = 10  # the spaces, " HTTP/1.1" and CRLF around method and target
+# After a refusal the client may still be sending (an endless header, a body): its bytes are
+# read and dropped for a while so that closing does not reset the connection before the client
+# has read the answer (nginx's lingering_close). Bounded in time and bytes.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
 
 _limits_by_gateway: weakref.WeakKeyDictionary[Gateway, HttpLimits] = weakref.WeakKeyDictionary()
 
@@ -84,6 +89,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.header_count = 0
         self.last_read = 0.0
         self.refused = False
+        self.linger_bytes = 0  # what a refused client may still send before the close
 
     # connection -----------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -112,6 +118,10 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
+            if self.linger_bytes > 0:  # answered and half-closed: drop, up to a bound
+                self.linger_bytes -= len(data)
+                if self.linger_bytes <= 0:
+                    self.transport.close()
             return
         self._unset_keepalive_if_required()
         if self.reading_head:
@@ -232,7 +242,6 @@ class GuardedProtocol(HttpToolsProtocol):
         self.refused = True
         if self.book is not None:
             self.book.busy(self)
-        self.flow.pause_reading()
         cycle = self.cycle
         if not self._in_flight():
             if self.reading_head:
@@ -243,6 +252,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()  # earlier pipelined requests are unanswered: just close
         elif self.reading_head:
             cycle.keep_alive = False  # finish the response in flight, then close
+            self.flow.pause_reading()
         elif not cycle.response_started:
             self.abort_request(refusal)
         else:
@@ -256,6 +266,17 @@ class GuardedProtocol(HttpToolsProtocol):
         self.send_refusal(refusal)
 
     def send_refusal(self, refusal: Refusal) -> None:
-        if not self.transport.is_closing():
-            self.transport.write(refusal.response(self.server_state.default_headers))
-        self.transport.close()
+        """Send ``refusal``, half-close, and drop what the client still sends for a while."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(refusal.response(self.server_state.default_headers))
+        if not transport.can_write_eof():  # TLS
+            transport.close()
+            return
+        transport.write_eof()
+        self.linger_bytes = LINGER_BYTES
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
+        if self.book is not None:
+            self.book.waiting(self)  # a lingering connection gives way to new ones
