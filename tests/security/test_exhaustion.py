@@ -206,7 +206,8 @@ def test_busy_process_refuses_a_new_connection_with_503(
             for sock in busy:
                 sock.sendall(HEAD + b"Connection: close\r\n\r\n")
             wait_for(lambda: backend.arrived == 2)  # both connections are inside a request
-            assert_refused(exchange(base, HEAD + b"\r\n"), 503, "too-many-connections")
+            with connect(base) as refused:  # answered at once, before it sends anything
+                assert_refused(read_answer(refused), 503, "too-many-connections")
             backend.release.set()
             assert [read_answer(sock).status for sock in busy] == [200, 200]
         finally:

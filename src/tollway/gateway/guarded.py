@@ -98,8 +98,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self.book = ConnectionBook.of(self.loop)
         limits = self.limits
         if not self.book.admit(self, limits.max_connections, limits.tick):
+            # Answered at once and closed without lingering: a refused connection must not
+            # hold a descriptor beyond the cap for long.
             detail = f"This process serves at most {limits.max_connections} connections."
-            self.refuse(Refusal(TOO_MANY_CONNECTIONS, detail))
+            refusal = Refusal(TOO_MANY_CONNECTIONS, detail)
+            self.refused = True
+            transport.write(refusal.response(self.server_state.default_headers))
+            transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.book is not None:
@@ -226,11 +231,16 @@ class GuardedProtocol(HttpToolsProtocol):
                 return
             detail = f"The request head did not arrive within {limits.head_timeout:g} s."
             self.refuse(Refusal(REQUEST_TIMEOUT, detail))
-        elif self.flow.read_paused:
+        elif self._holding_body():
             self.last_read = now  # the gateway is holding the body back, not the client
         elif now - self.last_read >= limits.body_timeout:
             detail = f"The request body stalled for {limits.body_timeout:g} s."
             self.refuse(Refusal(REQUEST_TIMEOUT, detail))
+
+    def _holding_body(self) -> bool:
+        """Reading is paused, or the client waits for our "100 Continue" before its body."""
+        waiting = getattr(self.cycle, "waiting_for_100_continue", False)
+        return self.flow.read_paused or (self.expect_100_continue and waiting)
 
     def _in_flight(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
