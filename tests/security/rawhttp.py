@@ -67,8 +67,9 @@ def exchange(base: str, data: bytes) -> Answer:
         return read_answer(sock)
 
 
-def read_answer(sock: socket.socket) -> Answer:
-    """The response on ``sock`` (Content-Length framed, as every gateway refusal is)."""
+def read_answer(sock: socket.socket, *, then_closed: bool = True) -> Answer:
+    """The response on ``sock`` (Content-Length framed, as every gateway refusal is);
+    ``then_closed``: also find out whether the gateway closed the connection after it."""
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         chunk = sock.recv(65536)
@@ -85,7 +86,8 @@ def read_answer(sock: socket.socket) -> Answer:
         chunk = sock.recv(65536)
         assert chunk, "connection closed inside the body"
         body += chunk
-    return Answer(int(status_line.split()[1]), headers, body[:length], is_closed(sock))
+    closed = is_closed(sock) if then_closed else False
+    return Answer(int(status_line.split()[1]), headers, body[:length], closed)
 
 
 def is_closed(sock: socket.socket) -> bool:
