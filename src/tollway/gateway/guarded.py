@@ -85,7 +85,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.reading_head = True  # False from a head's end to its message's end
         self.head_since: float | None = None  # when the head now being awaited was started
         self.head_bytes = 0  # bytes received while the current head is incomplete
-        self.head_size = 0  # header lines of the current head, as parsed
+        self.head_size = 0  # bytes of the header lines parsed so far in the current head
         self.header_count = 0
         self.last_read = 0.0
         self.refused = False
