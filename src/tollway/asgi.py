@@ -1,7 +1,10 @@
 """ASGI entry point for process managers:
 ``uvicorn --factory tollway.asgi:create_app --no-proxy-headers``.
 
-Settings come from ``TOLLWAY_*`` environment variables. Run ``tollway migrate`` first. The
+Settings come from ``TOLLWAY_*`` environment variables. Run ``tollway migrate`` first. Pass
+``--http tollway.gateway.fastpath:GatewayProtocol`` (gunicorn:
+``-k tollway.gunicorn_worker.Worker``) for Tollway's request limits and timeouts
+(docs/security.md) and its fast path. The
 gateway undoes uvicorn's proxy-header rewriting and access log even when the flags are
 forgotten (``tollway.gateway.hosting``): only ``TOLLWAY_TRUSTED_PROXIES`` are believed, and
 ``TOLLWAY_ACCESS_LOG`` is the one access log.

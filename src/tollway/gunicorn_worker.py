@@ -1,4 +1,4 @@
-"""A gunicorn worker running Tollway's HTTP protocol (``-k tollway.gunicorn_worker.Worker``).
+"""A gunicorn worker with Tollway's HTTP protocol: ``-k tollway.gunicorn_worker.Worker``.
 
 uvicorn's own gunicorn worker runs uvicorn's plain protocol, without Tollway's limits on request
 heads, client timeouts and connections (docs/security.md) and without the fast path. This one

@@ -1,5 +1,6 @@
 """The documented gunicorn command line, run for real: gunicorn's process manager with
-uvicorn's worker class serving ``tollway.asgi:create_app()``."""
+Tollway's worker class (uvicorn's, running Tollway's protocol) serving
+``tollway.asgi:create_app()``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import REDIS_URL
+from tests.security.rawhttp import exchange
 from tests.servers import free_port, tollway_env
 from tollway.config.apply import apply_config
 from tollway.config.loader import load_config
@@ -39,7 +41,7 @@ def gunicorn_command(port: int) -> list[str]:
     return [
         "gunicorn",
         "-k",
-        "uvicorn.workers.UvicornWorker",
+        "tollway.gunicorn_worker.Worker",
         "tollway.asgi:create_app()",
         "--bind",
         f"127.0.0.1:{port}",
@@ -83,12 +85,18 @@ def test_gunicorn_with_uvicorn_workers_serves_the_gateway(tmp_path: Path) -> Non
             headers={"X-API-Key": key, "X-Forwarded-For": "198.51.100.9"},
         )
         refused = httpx.get(f"{base}/echo/hello")
+        # Tollway's protocol runs in the workers: its request-head limits apply.
+        oversized = exchange(
+            base, b"GET /echo/hello HTTP/1.1\r\nHost: g\r\nX-Big: %b\r\n\r\n" % (b"a" * 10_000)
+        )
         code, output = stop(process)
     assert response.status_code == 200, response.text
     headers = dict(response.json()["headers"])
     # No proxy is trusted, so the forged address is not believed by uvicorn or Tollway.
     assert headers["x-forwarded-for"] == "127.0.0.1"
     assert refused.status_code == 401
+    assert oversized.status == 431
+    assert oversized.problem()["type"] == "/-/problems/request-head-too-large"
     assert code in CLEAN_EXIT, output
     assert output.count("Booting worker") == 2, output
     assert "Application shutdown complete" in output

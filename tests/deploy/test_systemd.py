@@ -69,6 +69,12 @@ def test_unit_runs_unprivileged_and_hardened() -> None:
     assert service["WorkingDirectory"] == ["/var/lib/tollway"]
 
 
+def test_unit_gives_room_for_many_connections() -> None:
+    # systemd's default of 1,024 open files let 1,100 slow connections lock every client out.
+    service = unit_options(UNIT.read_text())["Service"]
+    assert int(service["LimitNOFILE"][0]) >= 65536
+
+
 def test_unit_migrates_then_serves_and_stops_gracefully() -> None:
     options = unit_options(UNIT.read_text())
     service = options["Service"]

@@ -38,6 +38,11 @@ from tollway.gateway.http_refusals import (
 from tollway.settings import Settings
 
 REQUEST_LINE_FRAME = 10  # the spaces, " HTTP/1.1" and CRLF around method and target
+# After a refusal the client may still be sending (an endless header, a body): its bytes are
+# read and dropped for a while so that closing does not reset the connection before the client
+# has read the answer (nginx's lingering_close). Bounded in time and bytes.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
 
 _limits_by_gateway: weakref.WeakKeyDictionary[Gateway, HttpLimits] = weakref.WeakKeyDictionary()
 
@@ -80,10 +85,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self.reading_head = True  # False from a head's end to its message's end
         self.head_since: float | None = None  # when the head now being awaited was started
         self.head_bytes = 0  # bytes received while the current head is incomplete
-        self.head_size = 0  # header lines of the current head, as parsed
+        self.head_size = 0  # bytes of the header lines parsed so far in the current head
         self.header_count = 0
         self.last_read = 0.0
         self.refused = False
+        self.linger_bytes = 0  # what a refused client may still send before the close
 
     # connection -----------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -92,8 +98,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self.book = ConnectionBook.of(self.loop)
         limits = self.limits
         if not self.book.admit(self, limits.max_connections, limits.tick):
+            # Answered at once and closed without lingering: a refused connection must not
+            # hold a descriptor beyond the cap for long.
             detail = f"This process serves at most {limits.max_connections} connections."
-            self.refuse(Refusal(TOO_MANY_CONNECTIONS, detail))
+            refusal = Refusal(TOO_MANY_CONNECTIONS, detail)
+            self.refused = True
+            transport.write(refusal.response(self.server_state.default_headers))
+            transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.book is not None:
@@ -112,6 +123,10 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
+            if self.linger_bytes > 0:  # answered and half-closed: drop, up to a bound
+                self.linger_bytes -= len(data)
+                if self.linger_bytes <= 0:
+                    self.transport.close()
             return
         self._unset_keepalive_if_required()
         if self.reading_head:
@@ -216,11 +231,16 @@ class GuardedProtocol(HttpToolsProtocol):
                 return
             detail = f"The request head did not arrive within {limits.head_timeout:g} s."
             self.refuse(Refusal(REQUEST_TIMEOUT, detail))
-        elif self.flow.read_paused:
+        elif self._holding_body():
             self.last_read = now  # the gateway is holding the body back, not the client
         elif now - self.last_read >= limits.body_timeout:
             detail = f"The request body stalled for {limits.body_timeout:g} s."
             self.refuse(Refusal(REQUEST_TIMEOUT, detail))
+
+    def _holding_body(self) -> bool:
+        """Reading is paused, or the client waits for our "100 Continue" before its body."""
+        waiting = getattr(self.cycle, "waiting_for_100_continue", False)
+        return self.flow.read_paused or (self.expect_100_continue and waiting)
 
     def _in_flight(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
@@ -232,7 +252,6 @@ class GuardedProtocol(HttpToolsProtocol):
         self.refused = True
         if self.book is not None:
             self.book.busy(self)
-        self.flow.pause_reading()
         cycle = self.cycle
         if not self._in_flight():
             if self.reading_head:
@@ -243,6 +262,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()  # earlier pipelined requests are unanswered: just close
         elif self.reading_head:
             cycle.keep_alive = False  # finish the response in flight, then close
+            self.flow.pause_reading()
         elif not cycle.response_started:
             self.abort_request(refusal)
         else:
@@ -256,6 +276,17 @@ class GuardedProtocol(HttpToolsProtocol):
         self.send_refusal(refusal)
 
     def send_refusal(self, refusal: Refusal) -> None:
-        if not self.transport.is_closing():
-            self.transport.write(refusal.response(self.server_state.default_headers))
-        self.transport.close()
+        """Send ``refusal``, half-close, and drop what the client still sends for a while."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(refusal.response(self.server_state.default_headers))
+        if not transport.can_write_eof():  # TLS
+            transport.close()
+            return
+        transport.write_eof()
+        self.linger_bytes = LINGER_BYTES
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
+        if self.book is not None:
+            self.book.waiting(self)  # a lingering connection gives way to new ones

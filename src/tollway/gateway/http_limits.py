@@ -37,6 +37,7 @@ class HttpLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
+        open_files = open_file_limit()
         return cls(
             max_request_line=settings.max_request_line_bytes,
             max_header_line=settings.max_header_line_bytes,
@@ -45,7 +46,7 @@ class HttpLimits:
             head_timeout=settings.request_head_timeout,
             body_timeout=settings.request_body_timeout,
             keep_alive_timeout=settings.keep_alive_timeout,
-            max_connections=settings.max_connections or derived_connection_cap(open_file_limit()),
+            max_connections=settings.max_connections or derived_connection_cap(open_files),
         )
 
     @property
