@@ -164,3 +164,61 @@ def read_all(conn: socket.socket, quiet: float = 0.5) -> bytes:
         if not data:
             return received
         received += data
+
+
+Handler = Callable[[socket.socket, int], None]
+
+
+@contextmanager
+def scripted_backend(handler: Handler) -> Iterator[str]:
+    """A server on 127.0.0.1 whose every connection is handed to ``handler(conn, number)``
+    in its own thread (for backends that stall, stream slowly or close at awkward moments)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    conns: list[socket.socket] = []
+
+    def accept() -> None:
+        number = 0
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            number += 1
+            conns.append(conn)
+            threading.Thread(target=_run, args=(conn, number), daemon=True).start()
+
+    def _run(conn: socket.socket, number: int) -> None:
+        with conn, suppress(OSError):
+            handler(conn, number)
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        for conn in conns:
+            with suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+
+def read_request(conn: socket.socket) -> bytes:
+    """One request head (and a Content-Length body) from ``conn``; b"" when it closed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            while len(body) < int(value):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+    return head + b"\r\n\r\n" + body

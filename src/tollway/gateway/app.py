@@ -309,6 +309,7 @@ class Gateway:
             outcome.framing,
             scope,
             route.prefix_bytes,
+            pending.chain.timeout if pending is not None else None,
         )
         sid = outcome.subscription_id
         if pending is None and outcome.framing != BodyFraming.CHUNKED:

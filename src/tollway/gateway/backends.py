@@ -26,6 +26,11 @@ from tollway.types import ASGIApp, Headers, Message, Receive, Scope, Send
 logger = logging.getLogger("tollway.gateway")
 
 STARTUP_TIMEOUT = 60.0
+CLIENT_CLOSED = 499  # recorded when the client goes away before the response is complete
+# A request whose body is complete and at most this big is replayed once on a fresh connection
+# when a pooled one turns out to be closed before anything came back; larger or still-streaming
+# bodies are not (they may be gone). The same rule on both transports.
+REPLAY_LIMIT = 64 * 1024
 
 HOP_BY_HOP = frozenset(
     {
@@ -60,6 +65,7 @@ class UpstreamRequest:
     framing: int
     scope: Scope  # the client's scope (client, scheme, http_version, extensions)
     prefix: bytes = b""  # the API's path on the gateway (backend redirects are moved under it)
+    head_timeout: float | None = None  # the timeout policy: forwarding -> response head
 
 
 class ResponseAborted(Exception):
@@ -159,26 +165,38 @@ class HttpBackend:
         first: Message | None = None
         if request.framing != BodyFraming.NONE:
             first = await receive()
-        # A request whose whole body is already here can be replayed on a fresh connection if a
-        # pooled one turns out to be stale; a body still streaming cannot.
-        replayable = first is None or not first.get("more_body", False)
+        # A request whose whole (small) body is already here can be replayed on a fresh
+        # connection if a pooled one turns out to be stale; a body still streaming cannot.
+        replayable = first is None or (
+            not first.get("more_body", False) and len(first.get("body", b"")) <= REPLAY_LIMIT
+        )
         exchange: Exchange | None = None
-        for attempt in (1, 2):
-            connection = self.origin.take_idle() or await self.origin.connect()
-            exchange = Exchange(self.origin, connection, head_only=request.method == "HEAD")
-            try:
-                bytes_in = await self._send_request(exchange, head, request, first, receive)
-                status, headers = await exchange.response_head()
-                break
-            except StaleConnection:
+        try:
+            async with asyncio.timeout(request.head_timeout):
+                for attempt in (1, 2):
+                    connection = self.origin.take_idle() or await self.origin.connect()
+                    exchange = Exchange(self.origin, connection, head_only=request.method == "HEAD")
+                    try:
+                        bytes_in = await self._send_request(exchange, head, request, first, receive)
+                        status, headers = await exchange.response_head()
+                        break
+                    except StaleConnection:
+                        exchange.abort()
+                        if attempt == 2 or not replayable:
+                            raise UpstreamError("the backend closed a pooled connection") from None
+                    except BaseException:
+                        exchange.abort()
+                        raise
+        except TimeoutError:
+            if exchange is not None:
                 exchange.abort()
-                if attempt == 2 or not replayable:
-                    raise UpstreamError("the backend closed a pooled connection") from None
-            except BaseException:
-                exchange.abort()
-                raise
+            raise UpstreamTimeout(
+                f"the backend sent no response head within {request.head_timeout}s"
+            ) from None
         assert exchange is not None
-        return await self._stream_response(exchange, request, status, headers, bytes_in, send)
+        return await self._stream_response(
+            exchange, request, status, headers, bytes_in, send, receive
+        )
 
     async def _send_request(
         self,
@@ -218,6 +236,7 @@ class HttpBackend:
         headers: Headers,
         bytes_in: int,
         send: Send,
+        receive: Receive,
     ) -> ForwardResult:
         start = {"type": "http.response.start", "status": status}
         headers = [
@@ -226,20 +245,38 @@ class HttpBackend:
         ]
         await send({**start, "headers": headers})
         bytes_out = 0
+        watch: asyncio.Task[None] | None = None
+        client_gone = asyncio.Event()
         try:
             more = True
             while more:
                 chunk, more = await exchange.next_chunk()
                 bytes_out += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                if more and watch is None:  # a streamed answer: notice the client leaving
+                    watch = asyncio.create_task(_watch_disconnect(receive, exchange, client_gone))
         except UpstreamError as exc:
             exchange.abort()
+            if client_gone.is_set():
+                raise ResponseAborted("the client went away", CLIENT_CLOSED, bytes_out) from None
             raise ResponseAborted(str(exc), status, bytes_out) from None
         except BaseException:
             exchange.abort()
             raise
+        finally:
+            if watch is not None:
+                watch.cancel()
         exchange.finish()
         return ForwardResult(status, bytes_in, bytes_out)
+
+
+async def _watch_disconnect(receive: Receive, exchange: Exchange, gone: asyncio.Event) -> None:
+    """Drop the backend connection the moment the client disconnects (uvicorn's ``send``
+    ignores writes to a closed connection, so the stream would otherwise run to its end)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+    exchange.abort_with(UpstreamError("the client went away"))
 
 
 class AppBackend:
@@ -312,12 +349,11 @@ class AppBackend:
             await send(message)
 
         try:
-            async with asyncio.timeout(self.read_timeout) as deadline:
+            wait = request.head_timeout or self.read_timeout
+            async with asyncio.timeout(wait) as deadline:
                 await self.app(scope, counting_receive, backend_send)
         except TimeoutError:
-            raise UpstreamTimeout(
-                f"the backend did not answer within {self.read_timeout}s"
-            ) from None
+            raise UpstreamTimeout(f"the backend did not answer within {wait}s") from None
         except Exception as exc:
             logger.exception("in-process backend raised an exception")
             if not started:

@@ -28,7 +28,14 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from tollway.gateway import problems
 from tollway.gateway.app import Admission, refusal
-from tollway.gateway.backends import HOP_BY_HOP, BodyFraming, HttpBackend, UpstreamRequest
+from tollway.gateway.backends import (
+    CLIENT_CLOSED,
+    HOP_BY_HOP,
+    REPLAY_LIMIT,
+    BodyFraming,
+    HttpBackend,
+    UpstreamRequest,
+)
 from tollway.gateway.guarded import GuardedProtocol
 from tollway.gateway.http_refusals import Refusal
 from tollway.gateway.policed import body_too_large
@@ -45,8 +52,6 @@ from tollway.policies.base import Reject
 from tollway.types import Headers
 
 logger = logging.getLogger("tollway.gateway")
-
-CLIENT_CLOSED = 499  # recorded when the client goes away before the response is complete
 
 
 class _NoEvent:
@@ -194,6 +199,7 @@ class FastExchange:
         "framing",
         "gateway",
         "head",
+        "head_timeout",
         "keep_alive",
         "max_body",
         "message_event",
@@ -208,6 +214,7 @@ class FastExchange:
         "retried",
         "route",
         "sent_at",
+        "sent_body",
         "started",
         "status",
         "subscription_id",
@@ -245,6 +252,8 @@ class FastExchange:
         self.pending_policy: Pending | None = None
         self.client_ip = ""
         self.read_timeout = self.backend.origin.read_timeout
+        self.head_timeout: float | None = None  # the timeout policy: forwarding -> head
+        self.sent_body: list[bytes] | None = []  # what went upstream, kept for a replay
         self.max_body = 0
 
     # request side ---------------------------------------------------------------------------
@@ -268,8 +277,7 @@ class FastExchange:
         pending = outcome.pending
         if pending is not None:
             self.pending_policy = pending
-            if pending.chain.timeout is not None:
-                self.read_timeout = pending.chain.timeout
+            self.head_timeout = pending.chain.timeout
             if self.gateway.policing.needs_settling(pending):
                 self.client.flow.pause_reading()
                 task = asyncio.get_running_loop().create_task(self._settle(outcome, rest))
@@ -358,6 +366,11 @@ class FastExchange:
             self._send_upstream(b"0\r\n\r\n")
 
     def _send_upstream(self, data: bytes) -> None:
+        if self.sent_body is not None:  # kept while small: a stale pooled connection replays it
+            if self.bytes_in <= REPLAY_LIMIT:
+                self.sent_body.append(data)
+            else:
+                self.sent_body = None
         upstream = self.upstream
         if upstream is None or upstream.transport is None:
             self.pending.append(data)
@@ -428,9 +441,12 @@ class FastExchange:
             connection.close()
         if self.response_complete:
             return
-        replayable = self.framing == BodyFraming.NONE
+        replayable = self.framing == BodyFraming.NONE or (
+            self.request_finished and self.sent_body is not None
+        )
         if isinstance(error, StaleConnection) and replayable and not self.retried:
             self.retried = True
+            self.pending = list(self.sent_body or ())
             self._cancel_timer()
             self.connect()
             return
@@ -515,11 +531,18 @@ class FastExchange:
             return False
         if connection is None:
             return True  # connecting: the connect timeout applies
+        head_timeout = self.head_timeout
+        late = head_timeout is not None and now - self.sent_at >= head_timeout
+        if late and not self.response_started:
+            connection.fail(
+                UpstreamTimeout(f"the backend sent no response head within {head_timeout}s")
+            )
+            return False
         timeout = self.read_timeout
         idle = now - max(connection.last_activity, self.sent_at)
         if idle >= timeout and not self.client.flow.write_paused:
             # (A paused client means we are the ones holding the backend back.)
-            connection._fail(UpstreamTimeout(f"the backend sent nothing for {timeout}s"))
+            connection.fail(UpstreamTimeout(f"the backend sent nothing for {timeout}s"))
         return not self.response_complete
 
     def _cancel_timer(self) -> None:

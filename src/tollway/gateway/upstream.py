@@ -114,11 +114,11 @@ class UpstreamConnection(asyncio.Protocol):
                 self.close()  # the answer in flight is whole; what follows is not ours
                 return
             if isinstance(exc.__context__, UpstreamError):
-                self._fail(exc.__context__)
+                self.fail(exc.__context__)
                 return
             raise
         except httptools.HttpParserError:
-            self._fail(UpstreamError("the backend sent a malformed HTTP response"))
+            self.fail(UpstreamError("the backend sent a malformed HTTP response"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -211,7 +211,7 @@ class UpstreamConnection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _fail(self, error: UpstreamError) -> None:
+    def fail(self, error: UpstreamError) -> None:
         if self.error is None:
             self.error = error
         sink = self.sink
@@ -356,7 +356,7 @@ class Exchange:
             connection.waiter = None
 
     def _on_timeout(self) -> None:
-        self.connection._fail(
+        self.connection.fail(
             UpstreamTimeout(f"the backend sent nothing for {self.origin.read_timeout}s")
         )
 
@@ -394,3 +394,7 @@ class Exchange:
 
     def abort(self) -> None:
         self.connection.close()
+
+    def abort_with(self, error: UpstreamError) -> None:
+        """Close the connection and make whoever waits on it see ``error``."""
+        self.connection.fail(error)
