@@ -7,14 +7,19 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine
 
+from tollway.gateway.app import create_gateway
+from tollway.samples.echo import app as echo_app
+from tollway.settings import Settings
 from tollway.types import Receive, Scope, Send
 
-from ..servers import serve_in_thread
+from ..gateway.conftest import SECRET, apply
+from ..servers import serve_gateway, serve_in_thread
 from .conftest import config, running
 
 pytestmark = pytest.mark.anyio
@@ -109,3 +114,31 @@ async def test_bad_tokens_get_401_with_a_reason(
     assert response.json()["type"] == "/-/problems/invalid-token"
     assert reason in response.json()["detail"]
     assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+
+
+def test_validate_jwt_over_sockets_on_both_transports(
+    sqlite_engine: Engine, sqlite_url: str, issuer: tuple[Issuer, str], transport: str
+) -> None:
+    """The same answers on the fast path (validate-jwt runs there) and the ASGI path."""
+    found, jwks = issuer
+    cfg = jwt_config(jwks)
+    with serve_in_thread(echo_app) as echo:
+        cfg["backends"] = {"echo": {"url": echo}}
+        apply(sqlite_engine, cfg)
+        gateway = create_gateway(
+            Settings(database_url=sqlite_url, secret_key=SECRET),  # type: ignore[arg-type]
+            engine=sqlite_engine,
+        )
+        with serve_gateway(gateway, transport) as base:
+            ok = httpx.get(
+                f"{base}/open/x",
+                headers={"Authorization": f"Bearer {found.token()}", "X-User-Id": "spoofed"},
+            )
+            refused = httpx.get(
+                f"{base}/open/x", headers={"Authorization": f"Bearer {found.token(aud='other')}"}
+            )
+            route = gateway.state.routes.match(b"/open/x")
+    assert ok.status_code == 200 and dict(ok.json()["headers"])["x-user-id"] == "dev-42"
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    assert route is not None and route[0].fast  # validate-jwt no longer forces the ASGI path

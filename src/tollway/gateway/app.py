@@ -293,13 +293,11 @@ class Gateway:
             return
         pending = outcome.pending
         if pending is not None and self.policing.needs_settling(pending):
-            refused = await self.policing.settle(pending)
+            refused = await self.settle(outcome, pending)
             if refused is not None:
                 denied = Denied(refused, outcome.subscription_id)
                 await self._refuse(route, denied, send, started, method, client, scope["headers"])
                 return
-            for policy in pending.chain.jwts:
-                outcome.headers = policy.edit_request(outcome.headers, pending.ctx.claims)
         request = UpstreamRequest(
             method,
             rest,
@@ -322,6 +320,15 @@ class Gateway:
             self, route, request, sid, pending, started, outcome.client_ip, outcome.max_body
         )
         await exchange.run(receive, send)
+
+    async def settle(self, admission: Admission, pending: Pending) -> Reject | None:
+        """The policy work that needs awaiting (JWT checks, limits on Redis), then the request
+        edits that depend on it (claims to headers). Both transports call this."""
+        refused = await self.policing.settle(pending)
+        if refused is None:
+            for policy in pending.chain.jwts:
+                admission.headers = policy.edit_request(admission.headers, pending.ctx.claims)
+        return refused
 
     def refusal_headers(self, route: Route, headers: Headers) -> Headers:
         """CORS headers for a refusal, so browser code can read why it was refused."""

@@ -288,7 +288,7 @@ class FastExchange:
 
     async def _settle(self, outcome: Admission, rest: bytes) -> None:
         assert self.pending_policy is not None
-        refused = await self.gateway.policing.settle(self.pending_policy)
+        refused = await self.gateway.settle(outcome, self.pending_policy)
         if self.response_complete:
             return
         self.client.flow.resume_reading()

@@ -46,8 +46,8 @@ class Chain:
 
     @property
     def fast_capable(self) -> bool:
-        """Whether the callback fast path can run this chain (no body or response buffering)."""
-        return not self.jwts and self.cache is None
+        """Whether the callback fast path can run this chain (everything but the cache)."""
+        return self.cache is None
 
 
 EMPTY_CHAIN = Chain()
