@@ -205,20 +205,35 @@ def scripted_backend(handler: Handler) -> Iterator[str]:
 
 
 def read_request(conn: socket.socket) -> bytes:
-    """One request head (and a Content-Length body) from ``conn``; b"" when it closed."""
+    """One request head and its body (Content-Length or chunked) from ``conn``; b"" when it
+    closed. The body is returned de-chunked, after the head."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(65536)
         if not chunk:
             return b""
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            while len(body) < int(value):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                body += chunk
-    return head + b"\r\n\r\n" + body
+    head, _, rest = data.partition(b"\r\n\r\n")
+    fields = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+    }
+    if fields.get(b"transfer-encoding") == b"chunked":
+        body = b""
+        while True:
+            while b"\r\n" not in rest:
+                rest += conn.recv(65536)
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            while len(rest) < size + 2:
+                rest += conn.recv(65536)
+            body, rest = body + rest[:size], rest[size + 2 :]
+            if size == 0:
+                return head + b"\r\n\r\n" + body
+    length = int(fields.get(b"content-length", b"0"))
+    while len(rest) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return head + b"\r\n\r\n" + rest
