@@ -8,6 +8,7 @@ everything they need; so a green CI run has really run them.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,18 @@ def test_systemd_and_redis_tests_skip_locally_but_fail_in_ci_without_their_progr
     assert ci.returncode == 1, ci.stdout
     assert "1 failed, 1 error" in ci.stdout  # the redis test fails in its fixture
     assert "redis-server is not installed" in ci.stdout
+
+
+def test_ci_installs_every_program_a_test_requires() -> None:
+    calls = re.compile(r'require_tool\(\s*"([^"]+)"(?:,\s*package="([^"]+)")?')
+    required = {
+        found.groups()
+        for path in (REPO / "tests").rglob("*.py")
+        if path.name != Path(__file__).name
+        for found in calls.finditer(path.read_text())
+    }
+    assert ("systemd-analyze", "systemd") in required
+    ci_run = (REPO / ".ci" / "run").read_text()
+    for program, package in required:
+        line = rf"^need {re.escape(program)} {re.escape(package or program)}\b"
+        assert re.search(line, ci_run, re.M), f".ci/run does not install {program}"
