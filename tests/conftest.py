@@ -1,15 +1,19 @@
 """Shared fixtures: migrated stores on SQLite and on the real PostgreSQL.
 
-Postgres/Redis tests read TOLLWAY_TEST_POSTGRES_URL / TOLLWAY_TEST_REDIS_URL. Locally they skip
-when unset; in CI (.ci/run sets TOLLWAY_TEST_REQUIRE_SERVICES=1) a missing service is a failure,
-so those tests can never silently skip there.
+One rule for everything outside Python that a test needs (a service or a program): locally the
+test skips and says what to set or install; in CI (.ci/run sets TOLLWAY_TEST_REQUIRE_SERVICES=1
+and installs them) a missing one is a failure, so those tests can never silently skip there.
+Postgres/Redis tests read TOLLWAY_TEST_POSTGRES_URL / TOLLWAY_TEST_REDIS_URL (``require_service``);
+programs such as nginx or systemd-analyze are found with ``require_tool``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 from sqlalchemy import Engine, text
@@ -25,12 +29,29 @@ REDIS_URL = os.environ.get("TOLLWAY_TEST_REDIS_URL")
 REQUIRE_SERVICES = os.environ.get("TOLLWAY_TEST_REQUIRE_SERVICES") == "1"
 
 
+def missing(reason: str) -> NoReturn:
+    """Skip the test for ``reason``, or fail it where every service is required (CI)."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (TOLLWAY_TEST_REQUIRE_SERVICES=1: .ci/run provides it)")
+    pytest.skip(reason)
+
+
 def require_service(url: str | None, name: str) -> str:
     if url:
         return url
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{name} URL not set but TOLLWAY_TEST_REQUIRE_SERVICES=1")
-    pytest.skip(f"set TOLLWAY_TEST_{name.upper()}_URL to run this test")
+    missing(f"set TOLLWAY_TEST_{name.upper()}_URL to run this test")
+
+
+def require_tool(name: str, *, package: str | None = None, path: str | None = None) -> str:
+    """The full path of the program ``name`` (``path`` first, then ``$PATH``).
+
+    When it is missing the test skips, or fails under TOLLWAY_TEST_REQUIRE_SERVICES=1.
+    ``package`` is the Debian package that provides it (default: ``name``).
+    """
+    found = path if path and os.path.exists(path) else shutil.which(name)
+    if found is None:
+        missing(f"{name} is not installed (apt-get install {package or name})")
+    return found
 
 
 @pytest.fixture

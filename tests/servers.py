@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -114,7 +115,25 @@ class TollwayProcess:
     """A running ``tollway`` server process; ``output`` is filled in once it has stopped."""
 
     base: str
+    process: subprocess.Popen[str]
     output: str = ""
+
+    def read_until(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        """Read what it prints, line by line, until a line matches ``pattern``; the match.
+
+        The lines read are kept at the front of ``output``."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        seen = ""
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            seen += line
+            self.output += line
+            if found := re.search(pattern, line):
+                return found
+        raise AssertionError(f"no line matched {pattern!r}; it printed:\n{seen}")
 
 
 @contextmanager
@@ -124,10 +143,12 @@ def tollway_process(
     *args: str,
     cwd: Path | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    wait: bool = True,
 ) -> Iterator[TollwayProcess]:
     """Start ``tollway <command> --port N`` (serve or demo), wait until it is ready, stop it
     after (SIGTERM, then SIGKILL if it hangs) and keep what it printed. ``preexec_fn`` runs in
-    the child before ``tollway`` starts (e.g. to lower its resource limits)."""
+    the child before ``tollway`` starts (e.g. to lower its resource limits). With
+    ``wait=False`` it yields at once: the test reads the output as it comes (``read_until``)."""
     port = free_port()
     process = subprocess.Popen(
         [str(VENV_BIN / "tollway"), command, "--port", str(port), *args],
@@ -138,17 +159,18 @@ def tollway_process(
         text=True,
         preexec_fn=preexec_fn,
     )
-    running = TollwayProcess(f"http://127.0.0.1:{port}")
+    running = TollwayProcess(f"http://127.0.0.1:{port}", process)
     try:
-        wait_ready(running.base, process)
+        if wait:
+            wait_ready(running.base, process)
         yield running
     finally:
         process.terminate()
         try:
-            running.output = process.communicate(timeout=15)[0]
+            running.output += process.communicate(timeout=15)[0]
         except subprocess.TimeoutExpired:
             process.kill()
-            running.output = process.communicate()[0]
+            running.output += process.communicate()[0]
 
 
 @contextmanager

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import socket
 import subprocess
 import time
@@ -14,6 +16,7 @@ import pytest
 from tollway.db.session import make_engine, session_factory, transaction
 from tollway.services import users
 
+from .conftest import require_tool
 from .servers import free_port, run_cli, tollway_env, tollway_process, tollway_serve
 
 KEY = re.compile(r"tw_[0-9A-Za-z]{46}")
@@ -164,23 +167,64 @@ def test_help_everywhere() -> None:
         assert result.returncode == 0 and "Usage" in result.stdout
 
 
+CURL_LINE = r'^\s*(curl -H "X-API-Key: tw_\w+" "\S+")\s*$'
+DEMO_FILES = {"tollway-demo.db", "tollway-demo.secret", "recipes-demo.db"}
+SQLITE_COMPANIONS = {"tollway-demo.db-wal", "tollway-demo.db-shm"}  # SQLite's WAL mode
+README = Path(__file__).parents[1] / "README.md"
+
+
+def run_as_printed(line: str) -> tuple[int, str]:
+    """Run a printed ``curl`` line as a user pasting it would; its status and body."""
+    args = shlex.split(line)
+    assert args[0] == "curl", line
+    quiet = ["--silent", "--show-error", "--write-out", "\n%{http_code}"]
+    result = subprocess.run(
+        [require_tool("curl"), *quiet, *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr  # e.g. "Failed to connect ... refused"
+    body, _, status = result.stdout.rpartition("\n")
+    return int(status), body
+
+
+def printed_key(line: str) -> str:
+    found = KEY.search(line)
+    assert found is not None, line
+    return found.group(0)
+
+
 @pytest.mark.slow
-def test_demo_prints_a_working_key_and_curl_line(tmp_path: Path) -> None:
+def test_demo_curl_line_works_the_moment_it_is_printed(tmp_path: Path) -> None:
     env = tollway_env("sqlite://")
-    with tollway_process("demo", env, cwd=tmp_path) as first:
-        pass
-    curl = re.search(r'curl -H "X-API-Key: (tw_\w+)" "([^"]+)"', first.output)
-    assert curl is not None, first.output
-    assert curl.group(2) == f"{first.base}/names/generate_name?starts_with=n"
-    assert (tmp_path / "tollway-demo.db").exists()
-    first_key = curl.group(1)
+    with tollway_process("demo", env, cwd=tmp_path, wait=False) as first:
+        line = first.read_until(CURL_LINE).group(1)
+        status, body = run_as_printed(line)
+        assert status == 200, body
+        assert json.loads(body)["name"].casefold().startswith("n")
+    assert line.endswith(f'"{first.base}/names/generate_name?starts_with=n"')
+    first_key = printed_key(line)
 
     # the second run reuses the database and prints a new key that works; the old one does not
-    with tollway_process("demo", env, cwd=tmp_path) as second:
-        assert key_status(second.base, first_key) == 401
-    output = second.output
-    (second_key,) = set(KEY.findall(output))
-    assert second_key != first_key
+    with tollway_process("demo", env, cwd=tmp_path, wait=False) as second:
+        line = second.read_until(CURL_LINE).group(1)
+        assert run_as_printed(line)[0] == 200
+        assert printed_key(line) != first_key
+        assert run_as_printed(line.replace(printed_key(line), first_key))[0] == 401
+    assert "the previous run's key stops working" in second.output
+
+
+@pytest.mark.slow
+def test_demo_writes_only_the_files_the_readme_names(tmp_path: Path) -> None:
+    with tollway_process("demo", tollway_env("sqlite://"), cwd=tmp_path) as running:
+        assert httpx.get(f"{running.base}/docs/recipes").status_code == 200
+    written = {path.name for path in tmp_path.iterdir()}
+    assert DEMO_FILES <= written <= DEMO_FILES | SQLITE_COMPANIONS
+    readme = README.read_text()
+    for name in DEMO_FILES | SQLITE_COMPANIONS:
+        assert f"`{name}`" in readme, f"README does not name {name}"
 
 
 def test_an_admin_gets_a_password_from_stdin_never_from_argv(sqlite_url: str) -> None:

@@ -100,7 +100,7 @@ def serve(
 @app.command()
 def demo(host: HostOption = None, port: PortOption = None) -> None:
     """Run the demo: gateway + docs + sample APIs on ./tollway-demo.db, with a demo key."""
-    from tollway.demo.setup import DATABASE_FILE, demo_secret_key, portal_lines, prepare_demo
+    from tollway.demo.setup import DATABASE_FILE, demo_banner, demo_secret_key, prepare_demo
     from tollway.server import check_port_free, configure_logging
     from tollway.server import serve as run
 
@@ -118,28 +118,9 @@ def demo(host: HostOption = None, port: PortOption = None) -> None:
     finally:
         engine.dispose()
     base = f"http://{settings.host}:{settings.port}"
-    typer.echo(
-        "\n".join(
-            [
-                "",
-                f"Tollway demo on {base}  (database: {here / DATABASE_FILE})",
-                "",
-                f"  demo developer:   {demo_key.email}",
-                f"  subscription id:  {demo_key.subscription_id}",
-                f"  primary key:      {demo_key.key}",
-                "  (a new key is issued on every run; the previous run's key stops working)",
-                "",
-                "Try it:",
-                f'  curl -H "X-API-Key: {demo_key.key}" "{base}/names/generate_name?starts_with=n"',
-                f"  API docs: {base}/docs  (names API: {base}/docs/names)",
-                "",
-                *portal_lines(base, demo_key),
-                "",
-            ]
-        )
-    )
+    typer.echo(f"Starting the Tollway demo on {base} (database: {here / DATABASE_FILE}) ...")
     configure_logging()
-    run(settings)
+    run(settings, on_ready=lambda: typer.echo(demo_banner(base, demo_key)))
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -19,6 +20,7 @@ from tollway.settings import Settings
 logger = logging.getLogger("tollway")
 
 PROTOCOL = "tollway.gateway.fastpath:GatewayProtocol"
+STARTUP_FAILURE = 3  # uvicorn's exit status when the server could not start
 
 
 def configure_logging(level: str = "info") -> None:
@@ -56,8 +58,34 @@ def check_workers_share_state(settings: Settings, workers: int) -> None:
         )
 
 
-def serve(settings: Settings, *, workers: int = 1, log_level: str = "info") -> None:
-    """Serve the gateway until interrupted (SIGINT/SIGTERM finish in-flight requests)."""
+class AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that calls ``on_ready`` once its socket accepts connections.
+
+    What ``tollway demo`` prints (a key and a curl line to paste) must not appear before the
+    server listens, or a quick paste is refused (issue 14).
+    """
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.on_ready()
+
+
+def serve(
+    settings: Settings,
+    *,
+    workers: int = 1,
+    log_level: str = "info",
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve the gateway until interrupted (SIGINT/SIGTERM finish in-flight requests).
+
+    ``on_ready`` (one worker only) is called once the socket accepts connections.
+    """
     check_workers_share_state(settings, workers)
     check_portal_settings(settings, PortalSettings())
     check_port_free(settings.host, settings.port)
@@ -88,4 +116,9 @@ def serve(settings: Settings, *, workers: int = 1, log_level: str = "info") -> N
             **common,
         )
     else:
-        uvicorn.run(create_gateway(settings), **common)
+        server = AnnouncingServer(
+            uvicorn.Config(create_gateway(settings), **common), on_ready or (lambda: None)
+        )
+        server.run()
+        if not server.started:
+            raise SystemExit(STARTUP_FAILURE)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import shutil
 import ssl
 import subprocess
 import time
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.conftest import require_tool
 from tests.servers import free_port, serve_in_thread, tollway_env
 from tollway.samples import echo
 
@@ -125,9 +125,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    nginx = NGINX if Path(NGINX).exists() else shutil.which("nginx")
-    if nginx is None:
-        pytest.fail("nginx is not installed (apt-get install nginx-light; .ci/run does this)")
+    nginx = require_tool("nginx", package="nginx-light", path=NGINX)
     tmp_path = tmp_path_factory.mktemp("nginx-stack")
     database_url = f"sqlite:///{tmp_path / 'tollway.db'}"
     with serve_in_thread(echo.app) as echo_url:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
+from tests.conftest import require_tool
 from tests.servers import VENV_BIN
 
 from .helpers import DEPLOY
@@ -35,9 +33,7 @@ def unit_options(text: str) -> dict[str, dict[str, list[str]]]:
 def verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
     """Run systemd-analyze verify on ``text``, with ExecStart pointing at this checkout's venv
     (verify checks that the binaries exist)."""
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed on this machine")
+    analyze = require_tool("systemd-analyze", package="systemd")
     unit = tmp_path / "tollway.service"
     unit.write_text(text.replace(INSTALL_BIN, str(VENV_BIN)))
     return subprocess.run(

@@ -5,7 +5,6 @@ The Redis here is the test's own ``redis-server`` on a spare port, so killing it
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
+from tests.conftest import require_tool
 from tests.proofs.conftest import apply, in_process, make_gateway, subscribe
 from tests.servers import free_port
 
@@ -40,6 +40,7 @@ class SpareRedis:
     """A redis-server of our own that the test can kill and start again on the same port."""
 
     port: int
+    binary: str
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,7 +49,7 @@ class SpareRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--daemonize", "no"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -75,9 +76,7 @@ class SpareRedis:
 
 @pytest.fixture
 def spare_redis() -> Iterator[SpareRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = SpareRedis(free_port())
+    server = SpareRedis(free_port(), require_tool("redis-server"))
     server.start()
     try:
         yield server

@@ -10,7 +10,6 @@ reference an HTTP intermediary is measured against (CONVENTIONS.md).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from tests.conftest import REQUIRE_SERVICES
+from tests.conftest import require_tool
 from tests.proofs.conftest import apply, make_gateway
 from tests.servers import free_port, serve_gateway
 
@@ -150,11 +149,7 @@ def nginx_config(prefix: Path, port: int, backend: str) -> str:
 
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    binary = "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else shutil.which("nginx")
-    if binary is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("nginx is not installed (.ci/run installs nginx-light)")
-        pytest.skip("nginx is not installed (apt-get install nginx-light)")
+    binary = require_tool("nginx", package="nginx-light", path="/usr/sbin/nginx")
     prefix = tmp_path_factory.mktemp("nginx-diff")
     port = free_port()
     with recording_backend() as backend:

@@ -102,3 +102,27 @@ def portal_lines(base: str, demo: DemoKey) -> list[str]:
         f"  {role:9}  {email}  password: {password}" for email, password, role in demo.new_logins
     ]
     return [*lines, "  (shown this once: only password hashes are kept)"]
+
+
+def demo_banner(base: str, demo_key: DemoKey) -> str:
+    """What ``tollway demo`` prints once its socket accepts connections: key, curl line, portal."""
+    return "\n".join(
+        [
+            "",
+            f"Tollway demo ready on {base}",
+            "",
+            f"  demo developer:   {demo_key.email}",
+            f"  subscription id:  {demo_key.subscription_id}",
+            f"  primary key:      {demo_key.key}",
+            "  (a new key is issued on every run; the previous run's key stops working)",
+            "",
+            "Try it:",
+            f'  curl -H "X-API-Key: {demo_key.key}" "{base}/names/generate_name?starts_with=n"',
+            f"  API docs: {base}/docs  (names API: {base}/docs/names)",
+            "",
+            *portal_lines(base, demo_key),
+            "",
+            "Press Ctrl+C to stop.",
+            "",
+        ]
+    )

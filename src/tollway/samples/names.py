@@ -4,6 +4,10 @@ A fixed version of the FastAPI app from the user's container-deployment walkthro
 match is case-insensitive (``n`` and ``N`` both match Noa), and no match is a 404
 ``application/problem+json`` instead of the 500 that ``random.choice([])`` raised.
 
+The names are the seed's five and the 6,800 English first names that the Faker package ships as
+Python data (``faker.providers.person.en``, MIT licence; read from the installed package, never
+downloaded), so two-letter prefixes such as ``ne``, ``ka`` or ``br`` all find names.
+
 Run it alone with ``uvicorn tollway.samples.names:app``, or put it behind the gateway as the
 in-process backend ``tollway.samples.names:app``.
 """
@@ -11,22 +15,49 @@ in-process backend ``tollway.samples.names:app``.
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
+from faker.providers.person.en import Provider as EnglishPersonProvider
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-# The seed's five names first, then common first names with at least one per initial A-Z.
-NAMES: tuple[str, ...] = (
-    "Minnie", "Margaret", "Myrtle", "Noa", "Nadia",
-    "Alice", "Amara", "Arjun", "Beatriz", "Benjamin", "Carlos", "Chloe", "Daniel", "Dmitri",
-    "Elena", "Emeka", "Fatima", "Felix", "Grace", "Gustavo", "Hana", "Hugo", "Ines", "Isaac",
-    "Jamal", "Julia", "Kenji", "Keira", "Leila", "Lucas", "Mateo", "Mei", "Nikolai", "Olivia",
-    "Omar", "Priya", "Pablo", "Quentin", "Qiu", "Rosa", "Rahul", "Sofia", "Samuel", "Tariq",
-    "Thea", "Ulla", "Umar", "Valentina", "Victor", "Wei", "Wanda", "Xavier", "Ximena", "Yusuf",
-    "Yara", "Zara", "Zoltan", "Aisha", "Bruno", "Diego", "Ingrid", "Oscar",
-)  # fmt: skip
+SEED_NAMES = ("Minnie", "Margaret", "Myrtle", "Noa", "Nadia")
+# Past every character a name can hold: the upper end of a prefix's range in sorted order.
+LAST_CHARACTER = chr(0x10FFFF)
+
+
+def first_names() -> tuple[str, ...]:
+    """The seed's five names, then Faker's English first names (sorted, without repeats)."""
+    faker_names = set(EnglishPersonProvider.first_names) - set(SEED_NAMES)
+    return (*SEED_NAMES, *sorted(faker_names))
+
+
+@dataclass(frozen=True)
+class NameList:
+    """First names in case-folded order, so a prefix finds its names by bisection."""
+
+    names: tuple[str, ...]
+    folded: tuple[str, ...]
+
+    @classmethod
+    def of(cls, names: Iterable[str]) -> NameList:
+        ordered = sorted(set(names), key=lambda name: (name.casefold(), name))
+        return cls(tuple(ordered), tuple(name.casefold() for name in ordered))
+
+    def starting_with(self, prefix: str | None) -> Sequence[str]:
+        """Names starting with ``prefix``, ignoring case; all names when it is empty or None."""
+        if not prefix:
+            return self.names
+        wanted = prefix.casefold()
+        low = bisect_left(self.folded, wanted)
+        return self.names[low : bisect_left(self.folded, wanted + LAST_CHARACTER, low)]
+
+
+NAMES: tuple[str, ...] = first_names()
 
 MAX_PREFIX_LENGTH = 50
 NAME_NOT_FOUND_TYPE = "/-/problems/name-not-found"
@@ -56,17 +87,9 @@ class NameNotFound(Exception):
         self.prefix = prefix
 
 
-def matching_names(prefix: str | None) -> list[str]:
-    """Names starting with ``prefix``, ignoring case; all names when it is empty or None."""
-    if not prefix:
-        return list(NAMES)
-    wanted = prefix.casefold()
-    return [name for name in NAMES if name.casefold().startswith(wanted)]
-
-
-def pick_name(rng: random.Random, prefix: str | None) -> str:
+def pick_name(rng: random.Random, names: NameList, prefix: str | None) -> str:
     """A random name starting with ``prefix``; raises ``NameNotFound`` when none does."""
-    candidates = matching_names(prefix)
+    candidates = names.starting_with(prefix)
     if not candidates:
         raise NameNotFound(prefix or "")
     return rng.choice(candidates)
@@ -101,12 +124,16 @@ StartsWith = Annotated[
 ]
 
 
-def create_app(rng: random.Random | None = None) -> FastAPI:
+def create_app(rng: random.Random | None = None, names: Iterable[str] = NAMES) -> FastAPI:
     """Build the names API; pass a seeded ``rng`` for a repeatable sequence of names."""
     chooser = rng if rng is not None else random.Random()
+    name_list = NameList.of(names)
     app = FastAPI(
         title="Names",
-        description="Sample API: random first names, optionally by prefix.",
+        description=(
+            "Sample API: random first names (Faker's English list and the seed's five), "
+            "optionally by a case-insensitive prefix."
+        ),
         version="1.0.0",
     )
 
@@ -122,7 +149,7 @@ def create_app(rng: random.Random | None = None) -> FastAPI:
     )
     async def generate_name(starts_with: StartsWith = None) -> NameOut:
         """Return a random first name; with `starts_with`, one that starts with that prefix."""
-        return NameOut(name=pick_name(chooser, starts_with))
+        return NameOut(name=pick_name(chooser, name_list, starts_with))
 
     return app
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
@@ -40,9 +41,15 @@ def settings(database_url: str) -> RecipesSettings:
 
 
 @pytest.fixture
-def app(settings: RecipesSettings) -> Iterator[FastAPI]:
+def clock() -> Callable[[], float]:
+    """What the app times requests with; a test parametrizes ``clock`` to control it."""
+    return time.perf_counter
+
+
+@pytest.fixture
+def app(settings: RecipesSettings, clock: Callable[[], float]) -> Iterator[FastAPI]:
     """The app, with its database session swapped by a dependency override as the seed does."""
-    app = create_app(settings)
+    app = create_app(settings, clock=clock)
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -20,8 +21,13 @@ from .seed import seed
 from .settings import RecipesSettings
 
 
-def create_app(settings: RecipesSettings) -> FastAPI:
-    """Build the recipes API from ``settings``; the database is opened by the lifespan."""
+def create_app(
+    settings: RecipesSettings, *, clock: Callable[[], float] = time.perf_counter
+) -> FastAPI:
+    """Build the recipes API from ``settings``; the database is opened by the lifespan.
+
+    ``clock`` times each request for ``X-Process-Time`` (tests pass one they control).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,7 +59,7 @@ def create_app(settings: RecipesSettings) -> FastAPI:
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
     app.state.token_secret = secret or secrets.token_urlsafe(32)
     install_problem_handlers(app)
-    app.add_middleware(ProcessTimeMiddleware)
+    app.add_middleware(ProcessTimeMiddleware, clock=clock)
     app.include_router(api_router)
     app.include_router(pages.router)
     return app

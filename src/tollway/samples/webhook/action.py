@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from tollway.samples.webhook.deliveries import Delivery
 
@@ -38,10 +39,17 @@ async def read_bounded(stream: asyncio.StreamReader, limit: int) -> tuple[bytes,
 
 
 async def run_action(
-    argv: list[str], delivery: Delivery, time_limit: float, max_output: int
+    argv: list[str],
+    delivery: Delivery,
+    time_limit: float,
+    max_output: int,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Run ``argv`` and record exit code, duration, output and timeout on ``delivery``."""
-    started = time.monotonic()
+    """Run ``argv`` and record exit code, duration, output and timeout on ``delivery``.
+
+    The duration is measured with ``clock`` (seconds; tests pass one they control).
+    """
+    started = clock()
     try:
         process = await asyncio.create_subprocess_exec(
             *argv,
@@ -67,7 +75,7 @@ async def run_action(
     except TimeoutError:  # a detached grandchild still holds the pipe open
         output, truncated = b"", True
     finally:
-        delivery.duration_seconds = round(time.monotonic() - started, 3)
+        delivery.duration_seconds = round(clock() - started, 3)
         reading.cancel()
         if process.returncode is None:  # cancelled at shutdown: leave no orphan behind
             await kill(process)

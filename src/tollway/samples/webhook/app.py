@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
@@ -89,8 +90,11 @@ POST_RESPONSES: dict[int | str, dict[str, Any]] = {
 class Receiver:
     """What one app instance holds: settings, the delivery log and the running actions."""
 
-    def __init__(self, settings: WebhookSettings) -> None:
+    def __init__(
+        self, settings: WebhookSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.settings = settings
+        self.clock = clock
         self.deliveries = DeliveryLog(settings.max_deliveries)
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -125,9 +129,8 @@ class Receiver:
             return
         values = {"repo_name": repo.repo_name, "namespace": repo.namespace, "name": repo.name}
         argv = render_argv(template, {**values, "tag": push.tag})
-        coro = run_action(
-            argv, delivery, self.settings.action_timeout, self.settings.max_output_bytes
-        )
+        limit, max_output = self.settings.action_timeout, self.settings.max_output_bytes
+        coro = run_action(argv, delivery, limit, max_output, self.clock)
         task = asyncio.create_task(coro)
         self.tasks.add(task)  # a reference, so the task is not garbage-collected mid-run
         task.add_done_callback(self.tasks.discard)
@@ -158,9 +161,14 @@ def check_payload(receiver: Receiver, payload: Payload) -> httpx.URL:
     )
 
 
-def create_app(settings: WebhookSettings | None = None) -> FastAPI:
-    """Build the webhook receiver; without ``settings`` they come from ``WEBHOOK_*`` and .env."""
-    receiver = Receiver(settings if settings is not None else WebhookSettings())
+def create_app(
+    settings: WebhookSettings | None = None, *, clock: Callable[[], float] = time.monotonic
+) -> FastAPI:
+    """Build the webhook receiver; without ``settings`` they come from ``WEBHOOK_*`` and .env.
+
+    ``clock`` times the deploy actions (seconds; tests pass one they control).
+    """
+    receiver = Receiver(settings if settings is not None else WebhookSettings(), clock)
     docs = receiver.settings.docs_enabled
 
     @asynccontextmanager
