@@ -3,7 +3,8 @@
 Usage: ``.venv/bin/python bench/run.py [--quick] [--duration SECONDS]`` (see bench/README.md).
 
 Starts the upstream (raw ASGI under uvicorn), then nginx and Tollway in front of it (key auth
-alone; with rate-limit + quota on memory stores; the same on Redis), each pinned to one CPU,
+alone; with rate-limit + quota on memory stores; the same on Redis; with validate-jwt; with a
+cache every request hits), each pinned to one CPU,
 drives every target with wrk pinned to another CPU at 50 connections then 1, and reports req/s,
 latency and the servers' CPU time per request read from /proc. Every process it
 starts is stopped on the way out, also on Ctrl-C.
@@ -34,13 +35,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
+from issuer import AUDIENCE, ISSUER, BenchIssuer, create_issuer
+from upstream import COUNT_PATH, JWKS_PATH
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 NGINX = "/usr/sbin/nginx"
-TARGETS = ("upstream", "nginx", "tollway", "tollway-policies", "tollway-redis")
-TOLLWAY_VARIANTS = ("tollway", "tollway-policies", "tollway-redis")
+TOLLWAY_VARIANTS = (
+    "tollway", "tollway-policies", "tollway-redis", "tollway-jwt", "tollway-cache",
+)  # fmt: skip
+TARGETS = ("upstream", "nginx", *TOLLWAY_VARIANTS)
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EVAL_COMMANDS = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_evalsha_ro", "cmdstat_eval_ro")
 POLICY_COST_TARGET_US = 10.0
@@ -82,6 +87,23 @@ BENCH_POLICIES = """\
     policies:
       - {{type: rate-limit, calls: 1000000000, period: 60, name: bench-{nonce}}}
       - {{type: quota, calls: 1000000000, period: month, name: bench-q-{nonce}}}
+"""
+
+# Every request carries the bench issuer's token and is validated; the JWKS comes from the
+# upstream on loopback, fetched once: cache_seconds outlasts any run, so none refetches mid-run.
+JWT_POLICY = """\
+    policies:
+      - type: validate-jwt
+        issuer: "{issuer}"
+        jwks_uri: "http://127.0.0.1:{upstream_port}{jwks_path}"
+        audiences: ["{audience}"]
+        cache_seconds: 86400
+"""
+
+# One path, requested again and again: after the first request every one is a hit.
+CACHE_POLICY = """\
+    policies:
+      - {type: cache, ttl: 86400}
 """
 
 
@@ -165,6 +187,8 @@ class Run:
     redis_cpu_us: float | None = None
     redis_evals: int | None = None  # EVAL + EVALSHA calls during the run (any client)
     redis_round_trips: float | None = None  # redis_evals per request completed
+    upstream_requests: int = 0  # requests the upstream answered during the run
+    jwks_fetches: int = 0  # JWKS fetches the upstream served during the run
 
 
 # --- arguments and ports --------------------------------------------------------------------
@@ -181,6 +205,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tollway-port", type=int, default=18083)
     parser.add_argument("--tollway-policies-port", type=int, default=18084)
     parser.add_argument("--tollway-redis-port", type=int, default=18085)
+    parser.add_argument("--tollway-jwt-port", type=int, default=18086)
+    parser.add_argument("--tollway-cache-port", type=int, default=18087)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="Redis of tollway-redis")
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset")
     parser.add_argument("--wrk-cpu", type=int, default=0, help="CPU wrk is pinned to")
@@ -205,6 +231,8 @@ def needed_ports(args: argparse.Namespace) -> dict[str, int]:
         "tollway": args.tollway_port,
         "tollway-policies": args.tollway_policies_port,
         "tollway-redis": args.tollway_redis_port,
+        "tollway-jwt": args.tollway_jwt_port,
+        "tollway-cache": args.tollway_cache_port,
     }
     return {name: port for name, port in ports.items() if name in args.targets}
 
@@ -227,7 +255,8 @@ def check_ports(ports: dict[str, int]) -> None:
         raise BenchError(
             f"already in use: {', '.join(busy)}. Stop what listens there (see `ss -ltnp`) "
             "or choose other ports (--upstream-port, --nginx-port, --tollway-port, "
-            "--tollway-policies-port, --tollway-redis-port)."
+            "--tollway-policies-port, --tollway-redis-port, --tollway-jwt-port, "
+            "--tollway-cache-port)."
         )
     if len(set(ports.values())) != len(ports):
         raise BenchError(f"ports must differ: {ports}")
@@ -421,17 +450,22 @@ def verify_owner(server: Server) -> None:
 # --- the targets ------------------------------------------------------------------------
 
 
-def start_upstream(args: argparse.Namespace, workdir: Path) -> Target:
-    """The raw ASGI upstream under uvicorn with uvloop and httptools, no access log."""
+def start_upstream(args: argparse.Namespace, workdir: Path, issuer: BenchIssuer) -> Target:
+    """The raw ASGI upstream under uvicorn with uvloop and httptools, no access log.
+
+    It also serves the issuer's JWKS, and counts the requests it answers (bench/upstream.py).
+    """
     command = [
         *pin_prefix(args, args.server_cpu),
-        sys.executable, "-m", "uvicorn", "upstream:app", "--app-dir", str(BENCH_DIR),
+        sys.executable, "-m", "uvicorn", "upstream:create_app", "--factory",
+        "--app-dir", str(BENCH_DIR),
         "--host", "127.0.0.1", "--port", str(args.upstream_port),
         "--no-access-log", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
         # Longer than nginx's 60 s upstream idle timeout, so nginx never reuses a closed one.
         "--timeout-keep-alive", "75",
     ]  # fmt: skip
-    server = start_server("upstream", command, args.upstream_port, workdir)
+    env = {**os.environ, "BENCH_JWKS": issuer.jwks}
+    server = start_server("upstream", command, args.upstream_port, workdir, env)
     return Target("upstream", server)
 
 
@@ -450,7 +484,7 @@ def write_nginx_config(args: argparse.Namespace, workdir: Path) -> Path:
     return config
 
 
-def start_nginx(args: argparse.Namespace, workdir: Path) -> Target:
+def start_nginx(args: argparse.Namespace, workdir: Path, issuer: BenchIssuer) -> Target:
     """nginx as a keep-alive reverse proxy to the upstream (master + one worker)."""
     config = write_nginx_config(args, workdir)
     prefix = str(config.parent)
@@ -522,12 +556,12 @@ def start_tollway_variant(
     return Target(name, server, headers={"X-API-Key": keys[-1]})
 
 
-def start_tollway(args: argparse.Namespace, workdir: Path) -> Target:
+def start_tollway(args: argparse.Namespace, workdir: Path, issuer: BenchIssuer) -> Target:
     """Tollway with key auth and usage recording only."""
     return start_tollway_variant(args, workdir, "tollway", args.tollway_port, "memory://", "")
 
 
-def start_tollway_policies(args: argparse.Namespace, workdir: Path) -> Target:
+def start_tollway_policies(args: argparse.Namespace, workdir: Path, issuer: BenchIssuer) -> Target:
     """Tollway with key auth, usage, rate-limit and quota on memory stores."""
     policies = BENCH_POLICIES.format(nonce=secrets.token_hex(4))
     port = args.tollway_policies_port
@@ -565,7 +599,7 @@ def connect_redis(url: str) -> RedisWatch:
         ) from None
 
 
-def start_tollway_redis(args: argparse.Namespace, workdir: Path) -> Target:
+def start_tollway_redis(args: argparse.Namespace, workdir: Path, issuer: BenchIssuer) -> Target:
     """The policy configuration of tollway-policies with its counters in Redis."""
     watch = connect_redis(args.redis_url)
     policies = BENCH_POLICIES.format(nonce=secrets.token_hex(4))
@@ -575,12 +609,32 @@ def start_tollway_redis(args: argparse.Namespace, workdir: Path) -> Target:
     return target
 
 
+def start_tollway_jwt(args: argparse.Namespace, workdir: Path, issuer: BenchIssuer) -> Target:
+    """Tollway with key auth, usage and validate-jwt; every request carries the issuer's token."""
+    policies = JWT_POLICY.format(
+        issuer=ISSUER, upstream_port=args.upstream_port, jwks_path=JWKS_PATH, audience=AUDIENCE
+    )
+    port = args.tollway_jwt_port
+    target = start_tollway_variant(args, workdir, "tollway-jwt", port, "memory://", policies)
+    target.headers["Authorization"] = f"Bearer {issuer.token}"
+    return target
+
+
+def start_tollway_cache(args: argparse.Namespace, workdir: Path, issuer: BenchIssuer) -> Target:
+    """Tollway with key auth, usage and a memory cache: after the first request, only hits."""
+    port = args.tollway_cache_port
+    return start_tollway_variant(args, workdir, "tollway-cache", port, "memory://", CACHE_POLICY)
+
+
+# Each takes the options, this run's temp dir and its token issuer.
 STARTERS = {
     "upstream": start_upstream,
     "nginx": start_nginx,
     "tollway": start_tollway,
     "tollway-policies": start_tollway_policies,
     "tollway-redis": start_tollway_redis,
+    "tollway-jwt": start_tollway_jwt,
+    "tollway-cache": start_tollway_cache,
 }
 
 
@@ -605,6 +659,19 @@ def run_wrk(
     raise BenchError(f"wrk gave no report (exit {done.returncode}): {done.stderr.strip()}")
 
 
+def upstream_counts(upstream: Server) -> tuple[int, int]:
+    """Requests the upstream has answered and JWKS fetches it has served, so far."""
+    try:
+        status, body = http_get(upstream.port, COUNT_PATH, {})
+    except OSError as exc:
+        raise BenchError(f"cannot read the upstream's request count: {exc}") from None
+    try:
+        counts = json.loads(body)
+        return int(counts["requests"]), int(counts["jwks_fetches"])
+    except (ValueError, KeyError, TypeError):
+        raise BenchError(f"upstream {COUNT_PATH}: HTTP {status}, {body[:200]!r}") from None
+
+
 def measure(
     args: argparse.Namespace,
     target: Target,
@@ -614,11 +681,13 @@ def measure(
 ) -> Run:
     """Drive ``target`` with wrk and read the CPU the proxy and the upstream spent meanwhile."""
     proxied = target.server is not upstream
+    counts_before = upstream_counts(upstream)
     before = cpu_seconds(target.server.proc.pid), cpu_seconds(upstream.proc.pid)
     redis_before = target.redis.snapshot() if target.redis else None
     report = run_wrk(args, target, connections, args.duration, script)
     redis_after = target.redis.snapshot() if target.redis else None
     after = cpu_seconds(target.server.proc.pid), cpu_seconds(upstream.proc.pid)
+    counts_after = upstream_counts(upstream)
     per_request = 1e6 / max(report.requests, 1)
     seconds = report.duration_us / 1e6
     run = Run(
@@ -633,6 +702,8 @@ def measure(
         errors={name: count for name, count in report.errors.items() if count},
         proxy_cpu_us=round((after[0] - before[0]) * per_request, 2) if proxied else None,
         upstream_cpu_us=round((after[1] - before[1]) * per_request, 2),
+        upstream_requests=counts_after[0] - counts_before[0],
+        jwks_fetches=counts_after[1] - counts_before[1],
     )
     if redis_before and redis_after:
         add_redis_figures(run, redis_before, redis_after, report.requests)
@@ -694,8 +765,22 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, float]]:
                 )
         if loaded.redis_cpu_us is not None:
             summary[proxy]["redis_cpu_us_per_req"] = loaded.redis_cpu_us
+        add_checks(summary[proxy], loaded, single)
     compare(summary)
     return summary
+
+
+def add_checks(figures: dict[str, float], loaded: Run, single: Run) -> None:
+    """What shows a figure measures what it claims: failed requests, what reached the upstream.
+
+    ``wrk_errors`` counts non-2xx/3xx answers, timeouts and socket errors of both measured runs
+    (for tollway-jwt: tokens refused); ``upstream_requests`` (for tollway-cache: misses) and
+    ``jwks_fetches`` (for tollway-jwt: key refetches) count what reached the upstream meanwhile.
+    """
+    figures["wrk_errors"] = float(sum(loaded.errors.values()) + sum(single.errors.values()))
+    figures["upstream_requests"] = float(loaded.upstream_requests)
+    figures["upstream_requests_c1"] = float(single.upstream_requests)
+    figures["jwks_fetches"] = float(loaded.jwks_fetches + single.jwks_fetches)
 
 
 def compare(summary: dict[str, dict[str, float]]) -> None:
@@ -710,6 +795,11 @@ def compare(summary: dict[str, dict[str, float]]) -> None:
             figures["rps_ratio_vs_nginx"] = ratio(figures["rps"], nginx["rps"])
     plain, policies = summary.get("tollway"), summary.get("tollway-policies")
     on_redis = summary.get("tollway-redis")
+    for variant in TOLLWAY_VARIANTS[1:]:
+        figures = summary.get(variant)
+        if plain and figures:
+            cost = figures["cpu_us_per_req"] - plain["cpu_us_per_req"]
+            figures["cost_over_tollway_us"] = round(cost, 2)
     if plain and policies:
         cost = policies["cpu_us_per_req"] - plain["cpu_us_per_req"]
         policies["policy_cost_us"] = round(cost, 2)
@@ -734,17 +824,16 @@ def optional(value: float | None, width: int, digits: int = 1) -> str:
 def print_table(runs: list[Run]) -> None:
     """One line per wrk run."""
     header = (
-        "target", "conns", "req/s", "p50 ms", "p99 ms",
-        "proxy µs/req", "upstr µs/req", "redis µs/req", "redis rt/req",
+        "target", "conns", "req/s", "p50 ms", "p99 ms", "proxy µs/req",
+        "upstr µs/req", "upstr reqs", "redis µs/req", "redis rt/req",
     )  # fmt: skip
-    print(
-        "\n" + "{:<16} {:>5} {:>9} {:>8} {:>8} {:>12} {:>12} {:>12} {:>12}  errors".format(*header)
-    )
+    columns = "{:<16} {:>5} {:>9} {:>8} {:>8} {:>12} {:>12} {:>10} {:>12} {:>12}  errors"
+    print("\n" + columns.format(*header))
     for r in runs:
         errors = ", ".join(f"{k} {v}" for k, v in r.errors.items()) or "-"
         print(
             f"{r.target:<16} {r.connections:>5} {r.rps:>9.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} "
-            f"{optional(r.proxy_cpu_us, 12)} {r.upstream_cpu_us:>12.1f} "
+            f"{optional(r.proxy_cpu_us, 12)} {r.upstream_cpu_us:>12.1f} {r.upstream_requests:>10} "
             f"{optional(r.redis_cpu_us, 12)} {optional(r.redis_round_trips, 12, 3)}  {errors}"
         )
 
@@ -760,10 +849,13 @@ def print_summary(summary: dict[str, dict[str, float]], skipped: dict[str, str])
     for proxy, figures in summary.items():
         vs_nginx = figures.get("cpu_ratio_vs_nginx")
         versus = f"  {vs_nginx:.2f}x nginx" if vs_nginx is not None else ""
+        cost = figures.get("cost_over_tollway_us")
+        over = f"  {cost:+7.1f} µs over tollway" if cost is not None else ""
         server = figures.get("redis_cpu_us_per_req")
         extra = f"  (+ Redis server {server:.1f} µs/req)" if server is not None else ""
-        print(f"  {proxy:<17} {figures['cpu_us_per_req']:>7.1f} µs/req{versus}{extra}")
+        print(f"  {proxy:<17} {figures['cpu_us_per_req']:>7.1f} µs/req{versus}{over}{extra}")
     print_targets(summary)
+    print_checks(summary)
     print()
     for proxy, figures in summary.items():
         line = f"{proxy}: added p50 at 1 connection {figures['added_p50_ms_c1']:+.3f} ms"
@@ -813,6 +905,31 @@ def print_targets(summary: dict[str, dict[str, float]]) -> None:
         )
 
 
+def check(ok: bool) -> str:
+    """How a sanity check came out."""
+    return "check passed" if ok else "CHECK FAILED: these figures do not measure what they claim"
+
+
+def print_checks(summary: dict[str, dict[str, float]]) -> None:
+    """tollway-jwt validated every request; tollway-cache answered every one from its cache."""
+    jwt_figures, cache = summary.get("tollway-jwt"), summary.get("tollway-cache")
+    if jwt_figures:
+        errors, fetches = jwt_figures["wrk_errors"], jwt_figures["jwks_fetches"]
+        print(
+            f"tollway-jwt: {errors:.0f} failed requests (non-2xx, timeouts, socket errors), "
+            f"{fetches:.0f} JWKS fetches during the measured runs (expected 0 and 0: every "
+            f"token validated against keys fetched once): {check(errors == 0 and fetches == 0)}"
+        )
+    if cache:
+        misses, misses_c1 = cache["upstream_requests"], cache["upstream_requests_c1"]
+        print(
+            f"tollway-cache: requests that reached the upstream during the measured runs: "
+            f"c50 {misses:.0f}, c1 {misses_c1:.0f}; failed requests {cache['wrk_errors']:.0f} "
+            f"(expected 0, 0 and 0: every request a cache hit): "
+            f"{check(misses == misses_c1 == cache['wrk_errors'] == 0)}"
+        )
+
+
 def previous_results() -> Path | None:
     """The newest results file, if any."""
     files = sorted(RESULTS_DIR.glob("*.json")) if RESULTS_DIR.is_dir() else []
@@ -824,6 +941,7 @@ PREVIOUS_KEYS = (
     "rps",
     "added_p50_ms_c1",
     "cpu_ratio_vs_nginx",
+    "cost_over_tollway_us",
     "policy_cost_us",
     "cpu_ratio_vs_memory",
     "cpu_ratio_vs_memory_with_redis",
@@ -906,11 +1024,11 @@ def save_results(
 
 
 def start_target(
-    args: argparse.Namespace, name: str, workdir: Path, servers: list[Server]
+    args: argparse.Namespace, name: str, workdir: Path, issuer: BenchIssuer, servers: list[Server]
 ) -> Target:
     """Start one target, wait until it answers 200, and check it is the process we started."""
     print(f"starting {name} ...", flush=True)
-    target = STARTERS[name](args, workdir)
+    target = STARTERS[name](args, workdir, issuer)
     servers.append(target.server)
     wait_ready(target)
     verify_owner(target.server)
@@ -923,11 +1041,12 @@ def bench_all(
     """Start and measure each target in turn; a failing proxy is skipped, with the reason."""
     script = workdir / "report.lua"
     script.write_text(WRK_REPORT_LUA)
-    upstream = start_target(args, "upstream", workdir, servers)
+    issuer = create_issuer()
+    upstream = start_target(args, "upstream", workdir, issuer, servers)
     runs, skipped = bench_target(args, upstream, upstream.server, script), {}
     for name in (name for name in args.targets if name != "upstream"):
         try:
-            target = start_target(args, name, workdir, servers)
+            target = start_target(args, name, workdir, issuer, servers)
         except TargetUnavailable as exc:
             print(f"  {name} SKIPPED: {exc}", flush=True)
             skipped[name] = str(exc)
