@@ -61,7 +61,13 @@ def test_two_gateways_share_one_limit(
     env = tollway_env(sqlite_url, TOLLWAY_REDIS_URL=redis_url)
     with (
         two_gateways(env) as (first, second),
-        httpx.Client(headers={"X-API-Key": key}, timeout=30) as client,
+        # (keep-alive room for every thread: httpx closing surplus pooled connections while
+        # other threads use the pool made this test flaky on a loaded machine: EBADF)
+        httpx.Client(
+            headers={"X-API-Key": key},
+            timeout=30,
+            limits=httpx.Limits(max_connections=40, max_keepalive_connections=40),
+        ) as client,
         ThreadPoolExecutor(max_workers=40) as pool,
     ):
         # one client shared by the threads: a client per call would cost more than the calls

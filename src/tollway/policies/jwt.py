@@ -51,7 +51,7 @@ class JwksCache:
     def __init__(self, config: JwtConfig) -> None:
         self.config = config
         self.keys: dict[str, jwt.PyJWK] = {}
-        self.fetched_at = 0.0
+        self.fetched_at = float("-inf")  # never fetched (monotonic time may be small after boot)
         self.lock = asyncio.Lock()
 
     async def key_for(self, kid: str | None) -> jwt.PyJWK | None:
