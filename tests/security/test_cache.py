@@ -18,6 +18,7 @@ import pytest
 from tollway.gateway.app import Gateway
 
 from ..conftest import REDIS_URL, require_service
+from ..servers import free_port
 from .conftest import GatewayFactory
 
 CACHE: dict[str, Any] = {"type": "cache", "ttl": 60}
@@ -196,3 +197,21 @@ def test_the_shared_redis_cache_answers_repeats(cached_gateway: GatewayFactory) 
     hits = [r for r in answers if r.headers["x-cache"] == "HIT"]
     assert hits and hits[-1].json()["served"] == hits[0].json()["served"]
     assert answers[-1].headers["x-cache"] == "HIT"
+
+
+def test_cache_hits_cannot_dodge_a_byte_quota(cached_gateway: GatewayFactory) -> None:
+    quota = {"type": "quota", "bytes": 1500, "period": "day", "key": "ip", "name": "volume"}
+    with cached_gateway([quota, CACHE]) as base, httpx.Client(base_url=base) as client:
+        answers = [client.get("/open/stream?size=1000") for _ in range(3)]
+    assert [r.headers.get("x-cache") for r in answers[:2]] == ["MISS", "HIT"]
+    assert answers[2].status_code == 429  # the hit's 1000 bytes counted too
+    assert answers[2].json()["type"] == "/-/problems/quota-exceeded"
+
+
+def test_an_unreachable_cache_store_only_costs_the_cache(cached_gateway: GatewayFactory) -> None:
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with cached_gateway([CACHE], redis_url=redis_url) as base, httpx.Client(base_url=base) as c:
+        answers = [c.get("/open/doc") for _ in range(2)]
+    assert [r.status_code for r in answers] == [200, 200]
+    assert [r.headers["x-cache"] for r in answers] == ["MISS", "MISS"]
+    assert answers[1].json()["served"] > answers[0].json()["served"]
