@@ -13,7 +13,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from sqlalchemy import Engine, text
@@ -108,3 +108,20 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 def transport(request: pytest.FixtureRequest) -> str:
     """Every security and behaviour test over sockets runs on the fast path and the ASGI path."""
     return str(request.param)
+
+
+@pytest.fixture
+def asgi_api_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Paths of the API calls that took the ASGI transport (``Gateway.handle_api``), so a test
+    can show that the fast transport served a call itself rather than handing it over."""
+    from tollway.gateway.app import Gateway
+
+    calls: list[str] = []
+    handle_api = Gateway.handle_api
+
+    async def counted(self: Gateway, route: Any, rest: bytes, scope: Any, *args: Any) -> None:
+        calls.append(scope["path"])
+        await handle_api(self, route, rest, scope, *args)
+
+    monkeypatch.setattr(Gateway, "handle_api", counted)
+    return calls

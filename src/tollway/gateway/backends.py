@@ -141,6 +141,14 @@ class HttpBackend:
                 return prefix + (rest if rest[:1] == b"/" else b"/" + rest)
         return location
 
+    def client_headers(self, headers: Headers, prefix: bytes) -> Headers:
+        """The backend's response headers as the client gets them (before policy edits):
+        hop-by-hop ones dropped, ``Location`` moved under the prefix."""
+        return [
+            (n, self.client_location(v, prefix) if n == b"location" else v)
+            for n, v in filter_response_headers(headers)
+        ]
+
     def request_head(self, request: UpstreamRequest) -> bytes:
         """The request line and headers as sent to this backend."""
         target = self.origin.base_path + request.path
@@ -239,10 +247,7 @@ class HttpBackend:
         receive: Receive,
     ) -> ForwardResult:
         start = {"type": "http.response.start", "status": status}
-        headers = [
-            (n, self.client_location(v, request.prefix) if n == b"location" else v)
-            for n, v in filter_response_headers(headers)
-        ]
+        headers = self.client_headers(headers, request.prefix)
         await send({**start, "headers": headers})
         bytes_out = 0
         watch: asyncio.Task[None] | None = None

@@ -7,8 +7,10 @@ in and it is for an API with an HTTP backend, it is admitted (same rules as the 
 to the other side's transport. No task, coroutine or ASGI message is created per request, which
 is what takes the gateway from ~90 µs to about nginx's CPU per request (docs/performance.md).
 
-Everything else (Tollway's own pages, in-process backends, HTTP/1.0, upgrades, pipelined
-requests) falls through to uvicorn's normal ASGI handling of the same ``Gateway`` app. The
+Every policy runs here too: awaited policy work (validate-jwt, limits on Redis, the cache
+lookup) in one task per request that needs it, while the client's reading is paused. Everything
+else (Tollway's own pages, in-process backends, HTTP/1.0, upgrades, pipelined requests) falls
+through to uvicorn's normal ASGI handling of the same ``Gateway`` app. The
 exchange stands in for uvicorn's ``RequestResponseCycle`` (``response_complete``,
 ``keep_alive``, ``disconnected``, ``message_event``), so uvicorn's keep-alive, pipelining and
 graceful-shutdown logic work unchanged. uvicorn is pinned in the lock file; the socket tests run
@@ -21,6 +23,7 @@ import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Coroutine
 from typing import Any
 
 import httptools
@@ -49,6 +52,8 @@ from tollway.gateway.upstream import (
     UpstreamTimeout,
 )
 from tollway.policies.base import Reject
+from tollway.policies.cache import CacheCapture, hit_answer
+from tollway.stores.base import CachedResponse
 from tollway.types import Headers
 
 logger = logging.getLogger("tollway.gateway")
@@ -101,7 +106,7 @@ class GatewayProtocol(GuardedProtocol):
         if path is None:
             return None
         match = self.gateway.state.routes.match(path)
-        if match is None or not match[0].fast or not isinstance(match[0].backend, HttpBackend):
+        if match is None or not isinstance(match[0].backend, HttpBackend):
             return None
         return match[0], match[1], url.query or b""
 
@@ -192,6 +197,7 @@ class FastExchange:
         "backend",
         "bytes_in",
         "bytes_out",
+        "capture",
         "chunked",
         "client",
         "client_ip",
@@ -255,6 +261,7 @@ class FastExchange:
         self.head_timeout: float | None = None  # the timeout policy: forwarding -> head
         self.sent_body: list[bytes] | None = []  # what went upstream, kept for a replay
         self.max_body = 0
+        self.capture: CacheCapture | None = None  # a GET cache miss, kept to be stored
 
     # request side ---------------------------------------------------------------------------
     def start(self, rest: bytes, query: bytes) -> None:
@@ -278,24 +285,41 @@ class FastExchange:
         if pending is not None:
             self.pending_policy = pending
             self.head_timeout = pending.chain.timeout
-            if self.gateway.policing.needs_settling(pending):
+            cache = pending.chain.cache
+            key = cache.key(pending.ctx, outcome.query) if cache is not None else None
+            if key is not None or self.gateway.policing.needs_settling(pending):
                 self.client.flow.pause_reading()
-                task = asyncio.get_running_loop().create_task(self._settle(outcome, rest))
-                self.client.tasks.add(task)
-                task.add_done_callback(self.client.tasks.discard)
+                self._spawn(self._settle(outcome, rest, key))
                 return
         self.proceed(outcome, rest)
 
-    async def _settle(self, outcome: Admission, rest: bytes) -> None:
-        assert self.pending_policy is not None
-        refused = await self.gateway.settle(outcome, self.pending_policy)
+    async def _settle(self, outcome: Admission, rest: bytes, cache_key: str | None) -> None:
+        """The awaited policy work, then the cache lookup (a refused call is never answered
+        from the cache); the same order as on the ASGI path."""
+        pending = self.pending_policy
+        assert pending is not None
+        refused = await self.gateway.settle(outcome, pending)
+        cache = pending.chain.cache
+        hit = None
+        if refused is None and cache is not None and cache_key is not None:
+            hit = await cache.lookup(self.gateway.cache_store, pending.ctx, cache_key)
+            if hit is None:
+                self.capture = cache.capture(pending.ctx, cache_key)
         if self.response_complete:
             return
         self.client.flow.resume_reading()
         if refused is not None:
             self.respond_reject(refused)
-            return
-        self.proceed(outcome, rest)
+        elif hit is not None:
+            self.respond_cached(hit, pending)
+        else:
+            self.proceed(outcome, rest)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task that uvicorn waits for on shutdown."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.client.tasks.add(task)
+        task.add_done_callback(self.client.tasks.discard)
 
     def proceed(self, outcome: Admission, rest: bytes) -> None:
         client = self.client
@@ -380,11 +404,13 @@ class FastExchange:
     # response side (ResponseSink) ---------------------------------------------------------
     def upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
+        capture = self.capture
+        if capture is not None:  # (kept as the client gets it; the loop below is idempotent)
+            client_headers = self.backend.client_headers(headers, self.route.prefix_bytes)
+            headers = capture.begin(status, client_headers)
         pending = self.pending_policy
         if pending is not None:
-            for edit in pending.chain.header_edits:
-                headers = edit.edit_response(headers)
-            headers = headers + pending.response_headers
+            headers = pending.edit_response(headers)
         out = [STATUS_LINE[status]]
         has_length = False
         for name, value in headers:
@@ -415,6 +441,8 @@ class FastExchange:
         if self.response_complete:
             return
         self.bytes_out += len(data)
+        if self.capture is not None:
+            self.capture.feed(data)
         if self.chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
         if self.reply_head:
@@ -432,6 +460,11 @@ class FastExchange:
         if connection is not None:
             connection.sink = None
             self.backend.origin.release(connection)
+        capture = self.capture
+        if capture is not None and capture.storable:
+            # Stored after the response went out: the client is not kept waiting for the store
+            # (a repeat that races the write is a miss, which is harmless).
+            self._spawn(capture.finish(self.gateway.cache_store))
         self.finish(self.status)
 
     def upstream_failed(self, error: UpstreamError) -> None:
@@ -504,8 +537,19 @@ class FastExchange:
         headers += self.gateway.refusal_headers(self.route, self.client.headers)
         self.respond(status, body, headers)
 
+    def respond_cached(self, hit: CachedResponse, pending: Pending) -> None:
+        """Answer from the cache: recorded as the hit's status, nothing in, the body out."""
+        headers, body = hit_answer(hit, self.method, time.time())
+        self.bytes_out = len(body)
+        self.respond_framed(hit.status, body, pending.edit_response(headers))
+
     def respond(self, status: int, body: bytes, headers: Headers) -> None:
         """A complete response made by the gateway itself."""
+        length = (b"content-length", str(len(body)).encode())
+        self.respond_framed(status, body, [length, *headers])
+
+    def respond_framed(self, status: int, body: bytes, headers: Headers) -> None:
+        """A complete response whose ``headers`` already carry its Content-Length."""
         if self.response_complete:
             return
         client = self.client
@@ -513,7 +557,7 @@ class FastExchange:
             # The client is waiting for "100 Continue" before sending its body; it may or may
             # not send it now (RFC 9110 §10.1.1), so the connection cannot be reused safely.
             self.keep_alive = False
-        out = [STATUS_LINE[status], b"content-length: ", str(len(body)).encode(), b"\r\n"]
+        out = [STATUS_LINE[status]]
         for name, value in [*headers, *client.server_state.default_headers]:
             out += (name, b": ", value, b"\r\n")
         if not self.keep_alive:

@@ -1,5 +1,6 @@
-"""The ASGI path's forwarding when a policy chain applies: response edits, cache, timeout,
-streamed size limit and byte quotas around :meth:`Gateway._forward`."""
+"""The ASGI path's forwarding when a policy chain applies: response edits, cache (run by
+tollway.policies.cache, as on the fast path), timeout, streamed size limit and byte quotas
+around :meth:`Gateway._forward`."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from tollway.gateway.backends import BodyFraming, UpstreamRequest
 from tollway.gateway.policing import Pending, Preflight
 from tollway.gateway.state import Route
 from tollway.policies.base import Reject
-from tollway.policies.cache import marker_names, vary_marker
+from tollway.policies.cache import CacheCapture, hit_answer
 from tollway.policies.chain import EMPTY_CHAIN
-from tollway.stores.base import CachedResponse, StoreUnavailable
-from tollway.types import Headers, Message, Receive, Send
+from tollway.stores.base import CachedResponse
+from tollway.types import Message, Receive, Send
 
 if TYPE_CHECKING:
     from tollway.gateway.app import Gateway
@@ -62,13 +63,16 @@ class PolicedExchange:
     async def run(self, receive: Receive, send: Send) -> None:
         raw_send = send
         send = self._editing(send)
-        cache = self.chain.cache
-        key = cache.key(self.pending.ctx, self.request.query) if cache and self.pending else None
-        if key is not None:
-            if await self._serve_cached(key, send):
+        cache, pending = self.chain.cache, self.pending
+        key = cache.key(pending.ctx, self.request.query) if cache and pending else None
+        if cache is not None and pending is not None and key is not None:
+            hit = await cache.lookup(self.gateway.cache_store, pending.ctx, key)
+            if hit is not None:
+                await self._serve_cached(hit, send)
                 return
-            if self.request.method == "GET":
-                send = self._capturing(key, send)
+            capture = cache.capture(pending.ctx, key)
+            if capture is not None:
+                send = self._capturing(capture, send)
         if self.request.framing == BodyFraming.CHUNKED:
             receive = self._limited(receive)
         # (The timeout policy bounds the wait for the response head: UpstreamRequest carries it.)
@@ -107,18 +111,16 @@ class PolicedExchange:
         )
 
     def _editing(self, send: Send) -> Send:
-        extra = self.pending.response_headers if self.pending is not None else []
-        edits = self.chain.header_edits
+        pending = self.pending
 
         async def edited(message: Message) -> None:
             if self.too_large and not self.response_started:
                 return  # the backend's answer to a cut-off body is replaced by the 413
             if message["type"] == "http.response.start":
                 self.response_started = True
-                headers: Headers = list(message.get("headers", []))
-                for edit in edits:
-                    headers = edit.edit_response(headers)
-                message = {**message, "headers": headers + extra}
+                if pending is not None:
+                    headers = pending.edit_response(list(message.get("headers", [])))
+                    message = {**message, "headers": headers}
             await send(message)
 
         return edited
@@ -139,86 +141,24 @@ class PolicedExchange:
 
         return limited
 
-    async def _lookup(self, key: str) -> CachedResponse | None:
-        """The entry for ``key``, following a Vary marker to the variant for this request."""
-        cache = self.chain.cache
-        assert cache is not None
-        assert self.pending is not None  # (a cache key needs the request's context)
-        try:
-            hit = await self.gateway.cache_store.get(key)
-            names = None if hit is None else marker_names(hit)
-            if names is not None:
-                hit = await self.gateway.cache_store.get(
-                    cache.variant_key(key, names, self.pending.ctx)
-                )
-        except StoreUnavailable:
-            return None
-        return hit
-
-    async def _serve_cached(self, key: str, send: Send) -> bool:
-        hit = await self._lookup(key)
-        if hit is None or marker_names(hit) is not None:
-            return False
-        age = max(0, int(time.time() - hit.stored_at))
-        headers = [
-            *hit.headers,
-            (b"content-length", str(len(hit.body)).encode()),
-            (b"age", str(age).encode()),
-            (b"x-cache", b"HIT"),
-        ]
-        body = b"" if self.request.method == "HEAD" else hit.body
+    async def _serve_cached(self, hit: CachedResponse, send: Send) -> None:
+        headers, body = hit_answer(hit, self.request.method, time.time())
         await send({"type": "http.response.start", "status": hit.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self._record(hit.status, 0, len(body))
-        return True
+        self.gateway.policing.record_bytes(self.pending, len(body))
 
-    def _capturing(self, key: str, send: Send) -> Send:
-        cache = self.chain.cache
-        assert cache is not None
-        state: dict[str, object] = {"status": 0, "headers": [], "ok": False, "vary": None}
-        parts: list[bytes] = []
-        size = 0
+    def _capturing(self, capture: CacheCapture, send: Send) -> Send:
+        store = self.gateway.cache_store
 
-        async def capture(message: Message) -> None:
-            nonlocal size
+        async def capturing(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                state["vary"] = cache.vary(message["status"], headers)
-                state["ok"] = state["vary"] is not None
-                state["status"], state["headers"] = message["status"], headers
-                message = {**message, "headers": [*headers, (b"x-cache", b"MISS")]}
-            elif message["type"] == "http.response.body" and state["ok"]:
-                size += len(message.get("body", b""))
-                if size > cache.max_entry_bytes:
-                    state["ok"] = False
-                    parts.clear()
-                else:
-                    parts.append(message.get("body", b""))
-                if not message.get("more_body", False) and state["ok"]:
-                    await self._store(key, state, b"".join(parts))
+                headers = capture.begin(message["status"], list(message.get("headers", [])))
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                capture.feed(message.get("body", b""))
+                if not message.get("more_body", False):
+                    await capture.finish(store)
             await send(message)
 
-        return capture
-
-    async def _store(self, key: str, state: dict[str, object], body: bytes) -> None:
-        cache = self.chain.cache
-        assert cache is not None
-        headers = [
-            (n, v)
-            for n, v in state["headers"]  # type: ignore[attr-defined]
-            if n not in (b"content-length", b"transfer-encoding", b"x-cache", b"age")
-        ]
-        status = state["status"]
-        assert isinstance(status, int)
-        now = time.time()
-        entry = CachedResponse(status, headers, body, now)
-        names = state["vary"]
-        assert isinstance(names, list)
-        try:
-            if names:  # one marker naming the varied headers, one entry per variant
-                assert self.pending is not None  # (a cache key needs the request's context)
-                await self.gateway.cache_store.put(key, vary_marker(names, now), cache.ttl)
-                key = cache.variant_key(key, names, self.pending.ctx)
-            await self.gateway.cache_store.put(key, entry, cache.ttl)
-        except StoreUnavailable:
-            return
+        return capturing

@@ -54,6 +54,13 @@ class Pending:
     limits: Limits | None = None
     response_headers: Headers = field(default_factory=list)
 
+    def edit_response(self, headers: Headers) -> Headers:
+        """The response head as the client gets it: set-header edits, then the headers the
+        chain adds (CORS, RateLimit). For the backend's answers and cache hits alike."""
+        for edit in self.chain.header_edits:
+            headers = edit.edit_response(headers)
+        return headers + self.response_headers
+
 
 def collect_limits(chain: Chain, ctx: RequestContext) -> Limits | None:
     if not chain.limiters:

@@ -6,7 +6,6 @@ definition is unchanged, so keep-alive pools survive unrelated config changes.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -45,7 +44,6 @@ class Route:
     openapi: str | None
     published: bool
     product_ids: tuple[int, ...]
-    fast: bool = True  # every policy chain of this API can run on the callback fast path
 
 
 @dataclass(frozen=True)
@@ -119,9 +117,7 @@ def compile_state(
     policies = _build_policies(config, values)
     routes: RouteTable[Route] = RouteTable()
     for api in config.apis:
-        route = _route(api, by_id[api.backend_id], config)
-        fast = policies.fast_capable(api.id, route.product_ids)
-        routes.add(api.path, dataclasses.replace(route, fast=fast))
+        routes.add(api.path, _route(api, by_id[api.backend_id], config))
     return GatewayState(routes, keys, backends, policies)
 
 

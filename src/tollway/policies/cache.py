@@ -13,23 +13,29 @@ each entry then keyed by the request's credentials, so it is only ever replayed 
 carrying the same ones. Only complete 200 responses up to ``max_entry_bytes`` are stored.
 Responses carry ``X-Cache: HIT`` or ``MISS`` and, for hits, ``Age``. In memory (LRU, bounded by
 ``TOLLWAY_CACHE_BYTES``) or shared in Redis.
+
+Both transports run it the same way: :meth:`CachePolicy.key`, then :meth:`CachePolicy.lookup`;
+a hit is answered with :func:`hit_answer`, a GET miss streams to the client through a
+:class:`CacheCapture`, which stores it when it is complete.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from urllib.parse import parse_qsl
 
 from pydantic import Field
 
 from tollway.policies.base import PolicyConfig, RequestContext
 from tollway.policies.registry import BuildContext, register
-from tollway.stores.base import CachedResponse
+from tollway.stores.base import CachedResponse, CacheStore, StoreUnavailable
 from tollway.types import Headers
 
 CREDENTIALS = (b"authorization", b"cookie")
 NEVER_STORED = frozenset({b"no-store", b"no-cache"})
 VARY_MARKER = 0  # status of the entry that records which request headers a response varies on
+NOT_STORED = frozenset({b"content-length", b"transfer-encoding", b"x-cache", b"age"})
 
 
 class CacheConfig(PolicyConfig):
@@ -119,9 +125,95 @@ class CachePolicy:
         """What :func:`response_vary` says for this policy's options."""
         return response_vary(status, headers, allow_private=self.allow_private)
 
+    async def lookup(
+        self, store: CacheStore, ctx: RequestContext, key: str
+    ) -> CachedResponse | None:
+        """The response that answers ``ctx``, following a Vary marker to its variant; None on
+        a miss or when the store is down (the request then goes to the backend)."""
+        try:
+            hit = await store.get(key)
+            names = None if hit is None else marker_names(hit)
+            if names is not None:
+                hit = await store.get(self.variant_key(key, names, ctx))
+        except StoreUnavailable:
+            return None
+        if hit is None or marker_names(hit) is not None:
+            return None
+        return hit
+
+    def capture(self, ctx: RequestContext, key: str) -> CacheCapture | None:
+        """What keeps a miss's response to store it; None for a HEAD (only GETs are stored)."""
+        return CacheCapture(self, ctx, key) if ctx.method == "GET" else None
+
     def _digest(self, parts: list[str]) -> str:
         digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()
         return f"{self.uid}:{digest}"
+
+
+def hit_answer(hit: CachedResponse, method: str, now: float) -> tuple[Headers, bytes]:
+    """The headers and body that answer a request from ``hit``: ``Content-Length`` of the
+    stored body (for HEAD too, RFC 9110 §9.3.2), ``Age``, ``X-Cache: HIT``; HEAD has no body."""
+    headers = [
+        *hit.headers,
+        (b"content-length", str(len(hit.body)).encode()),
+        (b"age", str(max(0, int(now - hit.stored_at))).encode()),
+        (b"x-cache", b"HIT"),
+    ]
+    return headers, b"" if method == "HEAD" else hit.body
+
+
+class CacheCapture:
+    """A GET miss on its way to the client: marked ``X-Cache: MISS`` and kept, while it stays
+    storable and within ``max_entry_bytes``, to be stored once it is complete."""
+
+    __slots__ = ("ctx", "headers", "key", "parts", "policy", "size", "status", "vary")
+
+    def __init__(self, policy: CachePolicy, ctx: RequestContext, key: str) -> None:
+        self.policy = policy
+        self.ctx = ctx
+        self.key = key
+        self.status = 0
+        self.headers: Headers = []
+        self.vary: list[bytes] | None = None  # None: not to be stored
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def begin(self, status: int, headers: Headers) -> Headers:
+        """Take the backend's response head; returns the headers to send on."""
+        self.status, self.headers = status, headers
+        self.vary = self.policy.vary(status, headers)
+        return [*headers, (b"x-cache", b"MISS")]
+
+    @property
+    def storable(self) -> bool:
+        return self.vary is not None
+
+    def feed(self, data: bytes) -> None:
+        """Keep a piece of the body, or give up on storing once it passes the bound."""
+        if self.vary is None:
+            return
+        self.size += len(data)
+        if self.size > self.policy.max_entry_bytes:
+            self.vary, self.parts = None, []
+        else:
+            self.parts.append(data)
+
+    async def finish(self, store: CacheStore) -> None:
+        """Store the complete response (and a Vary marker naming what picks its variant)."""
+        names = self.vary
+        if names is None:
+            return
+        policy, key, now = self.policy, self.key, time.time()
+        headers = [(n, v) for n, v in self.headers if n not in NOT_STORED]
+        entry = CachedResponse(self.status, headers, b"".join(self.parts), now)
+        self.parts = []
+        try:
+            if names:  # one marker naming the varied headers, one entry per variant
+                await store.put(key, vary_marker(names, now), policy.ttl)
+                key = policy.variant_key(key, names, self.ctx)
+            await store.put(key, entry, policy.ttl)
+        except StoreUnavailable:
+            return
 
 
 register("cache", CacheConfig, CachePolicy)

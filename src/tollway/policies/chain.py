@@ -44,11 +44,6 @@ class Chain:
     limit_policy_header: bytes = b""
     hide_limit_headers: bool = True
 
-    @property
-    def fast_capable(self) -> bool:
-        """Whether the callback fast path can run this chain (everything but the cache)."""
-        return self.cache is None
-
 
 EMPTY_CHAIN = Chain()
 
@@ -147,15 +142,6 @@ class PolicySet:
                 policies += self.operations.get((api_id, operation), ())
             found = self._chains[key] = compile_chain(policies) if policies else EMPTY_CHAIN
         return found
-
-    def fast_capable(self, api_id: int, product_ids: Iterable[int]) -> bool:
-        """Whether every chain this API can run is fast-path capable."""
-        ops = [key for (aid, key) in self.operations if aid == api_id]
-        for product in [None, *product_ids]:
-            for op in [None, *ops]:
-                if not self.chain(api_id, op, product).fast_capable:
-                    return False
-        return True
 
 
 EMPTY_POLICIES = PolicySet([], {}, {}, {})
