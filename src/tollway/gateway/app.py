@@ -18,9 +18,10 @@ from urllib.parse import quote
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tollway import problems
 from tollway.crypto import SecretBox
 from tollway.db.session import make_engine, session_factory
-from tollway.gateway import accesslog, problems
+from tollway.gateway import accesslog
 from tollway.gateway.backends import BodyFraming, ResponseAborted, UpstreamRequest
 from tollway.gateway.docs import create_docs_app
 from tollway.gateway.forwarding import ProxyTrust, prepare_request, take_query_key

@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tollway.gateway import problems
+from tollway import problems
 from tollway.gateway.backends import BodyFraming, UpstreamRequest
 from tollway.gateway.internal import problem_exception_handlers, problem_response
 from tollway.gateway.openapi import add_gateway_answers

@@ -26,7 +26,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from tollway.gateway import problems
+from tollway import problems
 from tollway.gateway.app import Admission, refusal
 from tollway.gateway.backends import HOP_BY_HOP, BodyFraming, HttpBackend, UpstreamRequest
 from tollway.gateway.guarded import GuardedProtocol

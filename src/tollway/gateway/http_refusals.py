@@ -14,7 +14,7 @@ import logging
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from tollway.gateway import problems
+from tollway import problems
 from tollway.types import Headers
 
 logger = logging.getLogger("tollway.gateway")

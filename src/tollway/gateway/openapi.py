@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollway.gateway import problems
+from tollway import problems
 from tollway.gateway.state import Route
 
 SCHEMA_NAME = "TollwayProblem"

@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from tollway.gateway import problems
+from tollway import problems
 from tollway.gateway.backends import BodyFraming, UpstreamRequest
 from tollway.gateway.policing import Pending, Preflight
 from tollway.gateway.state import Route
