@@ -313,7 +313,7 @@ class Gateway:
         )
         sid = outcome.subscription_id
         if pending is None and outcome.framing != BodyFraming.CHUNKED:
-            await self._forward(
+            await self.forward(
                 route, request, sid, receive, send, started, client_ip=outcome.client_ip
             )
             return
@@ -353,7 +353,7 @@ class Gateway:
         status = reject.status or reject.problem.status
         self.record_exchange(route, subscription_id, status, 0, 0, started, method, client)
 
-    async def _forward(
+    async def forward(
         self,
         route: Route,
         request: UpstreamRequest,

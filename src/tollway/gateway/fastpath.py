@@ -519,7 +519,7 @@ class FastExchange:
         idle = now - max(connection.last_activity, self.sent_at)
         if idle >= timeout and not self.client.flow.write_paused:
             # (A paused client means we are the ones holding the backend back.)
-            connection._fail(UpstreamTimeout(f"the backend sent nothing for {timeout}s"))
+            connection.fail(UpstreamTimeout(f"the backend sent nothing for {timeout}s"))
         return not self.response_complete
 
     def _cancel_timer(self) -> None:

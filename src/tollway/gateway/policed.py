@@ -1,5 +1,5 @@
 """The ASGI path's forwarding when a policy chain applies: response edits, cache, timeout,
-streamed size limit and byte quotas around :meth:`Gateway._forward`."""
+streamed size limit and byte quotas around :meth:`Gateway.forward`."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class PolicedExchange:
         self.gateway.policing.record_bytes(self.pending, bytes_in + bytes_out)
 
     async def _forward(self, receive: Receive, send: Send) -> tuple[int, int, int]:
-        return await self.gateway._forward(
+        return await self.gateway.forward(
             self.route,
             self.request,
             self.subscription_id,

@@ -79,9 +79,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._reset_exchange()
+        self.reset_exchange()
 
-    def _reset_exchange(self) -> None:
+    def reset_exchange(self) -> None:
+        """Forget the last exchange's response, ready for the next request (pool reuse)."""
         self.status = 0
         self.headers: Headers = []
         self.headers_done = False
@@ -114,11 +115,11 @@ class UpstreamConnection(asyncio.Protocol):
                 self.close()  # the answer in flight is whole; what follows is not ours
                 return
             if isinstance(exc.__context__, UpstreamError):
-                self._fail(exc.__context__)
+                self.fail(exc.__context__)
                 return
             raise
         except httptools.HttpParserError:
-            self._fail(UpstreamError("the backend sent a malformed HTTP response"))
+            self.fail(UpstreamError("the backend sent a malformed HTTP response"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -211,7 +212,8 @@ class UpstreamConnection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _fail(self, error: UpstreamError) -> None:
+    def fail(self, error: UpstreamError) -> None:
+        """Close the connection and report ``error`` to whoever waits on it (a timeout, say)."""
         if self.error is None:
             self.error = error
         sink = self.sink
@@ -310,7 +312,7 @@ class Origin:
         ):
             connection.close()
             return
-        connection._reset_exchange()
+        connection.reset_exchange()
         connection.idle = True
         self._idle.append(connection)
 
@@ -356,7 +358,7 @@ class Exchange:
             connection.waiter = None
 
     def _on_timeout(self) -> None:
-        self.connection._fail(
+        self.connection.fail(
             UpstreamTimeout(f"the backend sent nothing for {self.origin.read_timeout}s")
         )
 
