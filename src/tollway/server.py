@@ -10,15 +10,15 @@ from typing import Any
 import uvicorn
 
 from tollway.errors import UserError
-from tollway.gateway.app import create_gateway
-from tollway.gateway.http_limits import open_file_limit
+from tollway.gateway.transport.http_limits import open_file_limit
 from tollway.portal.app import check_portal_settings
 from tollway.portal.settings import PortalSettings
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 logger = logging.getLogger("tollway")
 
-PROTOCOL = "tollway.gateway.fastpath:GatewayProtocol"
+PROTOCOL = "tollway.gateway.transport.fastpath:GatewayProtocol"
 
 
 def configure_logging(level: str = "info") -> None:

@@ -8,9 +8,9 @@ import time
 from typing import TYPE_CHECKING
 
 from tollway import problems
-from tollway.gateway.backends import BodyFraming, UpstreamRequest
-from tollway.gateway.policing import Pending, Preflight
-from tollway.gateway.state import Route
+from tollway.gateway.exchange.policing import Pending, Preflight
+from tollway.gateway.snapshot.state import Route
+from tollway.gateway.upstream.backends import BodyFraming, UpstreamRequest
 from tollway.policies.base import Reject
 from tollway.policies.cache import marker_names, vary_marker
 from tollway.policies.chain import EMPTY_CHAIN
@@ -18,7 +18,7 @@ from tollway.stores.base import CachedResponse, StoreUnavailable
 from tollway.types import Headers, Message, Receive, Send
 
 if TYPE_CHECKING:
-    from tollway.gateway.app import Gateway
+    from tollway.gateway.exchange.gateway import Gateway
 
 
 def body_too_large(size: int | None, limit: int) -> Reject:

@@ -66,7 +66,7 @@ class UpstreamConnection(asyncio.Protocol):
     """One TCP/TLS connection to a backend, parsing responses with httptools.
 
     By default the response is buffered for an awaiting :class:`Exchange`; with a ``sink`` set,
-    each parser event is handed straight to it (``gateway.fastpath``).
+    each parser event is handed straight to it (``gateway.transport.fastpath``).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:

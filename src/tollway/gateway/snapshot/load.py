@@ -23,7 +23,7 @@ from tollway.db.models import (
     User,
     UserState,
 )
-from tollway.gateway.keyindex import IndexedSubscription, KeyIndex
+from tollway.gateway.snapshot.keyindex import IndexedSubscription, KeyIndex
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The fast path: API requests to HTTP backends are proxied by callbacks, without ASGI.
 
 ``GatewayProtocol`` is ``GuardedProtocol`` (uvicorn's httptools protocol with Tollway's limits on
-what clients send, tollway.gateway.guarded) with one change: when a request's headers are
+what clients send, tollway.gateway.transport.guarded) with one change: when a request's headers are
 in and it is for an API with an HTTP backend, it is admitted (same rules as the ASGI path:
 ``Gateway.admit``) and proxied by a :class:`FastExchange`, whose parser callbacks write straight
 to the other side's transport. No task, coroutine or ASGI message is created per request, which
@@ -27,15 +27,15 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from tollway import problems
-from tollway.gateway.app import Admission, refusal
-from tollway.gateway.backends import HOP_BY_HOP, BodyFraming, HttpBackend, UpstreamRequest
-from tollway.gateway.guarded import GuardedProtocol
-from tollway.gateway.http_refusals import Refusal
-from tollway.gateway.policed import body_too_large
-from tollway.gateway.policing import Pending, Preflight
-from tollway.gateway.routing import normalise_path
-from tollway.gateway.state import Route
-from tollway.gateway.upstream import (
+from tollway.gateway.exchange.gateway import Admission, refusal
+from tollway.gateway.exchange.policed import body_too_large
+from tollway.gateway.exchange.policing import Pending, Preflight
+from tollway.gateway.snapshot.routing import normalise_path
+from tollway.gateway.snapshot.state import Route
+from tollway.gateway.transport.guarded import GuardedProtocol
+from tollway.gateway.transport.http_refusals import Refusal
+from tollway.gateway.upstream.backends import HOP_BY_HOP, BodyFraming, HttpBackend, UpstreamRequest
+from tollway.gateway.upstream.client import (
     StaleConnection,
     UpstreamConnection,
     UpstreamError,
