@@ -5,20 +5,49 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tollway import problems
-from tollway.gateway.exchange.policing import Pending, Preflight
+from tollway.gateway.exchange.policing import Pending, Policing, Preflight
 from tollway.gateway.snapshot.state import Route
 from tollway.gateway.upstream.backends import BodyFraming, UpstreamRequest
 from tollway.policies.base import Reject
 from tollway.policies.cache import marker_names, vary_marker
 from tollway.policies.chain import EMPTY_CHAIN
-from tollway.stores.base import CachedResponse, StoreUnavailable
+from tollway.stores.base import CachedResponse, CacheStore, StoreUnavailable
 from tollway.types import Headers, Message, Receive, Send
 
-if TYPE_CHECKING:
-    from tollway.gateway.exchange.gateway import Gateway
+
+class Gateway(Protocol):
+    """What a policed exchange uses of the :class:`~.gateway.Gateway` (no import cycle)."""
+
+    policing: Policing
+    cache_store: CacheStore
+
+    async def forward(
+        self,
+        route: Route,
+        request: UpstreamRequest,
+        subscription_id: int,
+        receive: Receive,
+        send: Send,
+        started: float,
+        *,
+        record: bool = True,
+        client_ip: str = "",
+    ) -> tuple[int, int, int]: ...
+
+    def record_exchange(
+        self,
+        route: Route,
+        subscription_id: int,
+        status: int,
+        bytes_in: int,
+        bytes_out: int,
+        started: float,
+        method: str,
+        client: tuple[str, int] | str | None,
+    ) -> None: ...
 
 
 def body_too_large(size: int | None, limit: int) -> Reject:
