@@ -13,6 +13,7 @@ forgotten (``tollway.gateway.exchange.hosting``): only ``TOLLWAY_TRUSTED_PROXIES
 from __future__ import annotations
 
 from tollway.gateway.exchange.gateway import Gateway
+from tollway.gateway.transport.uvicorn_hooks import check_protocol_hooks
 from tollway.server import configure_logging
 from tollway.settings import Settings
 from tollway.site.compose import create_gateway
@@ -21,4 +22,6 @@ from tollway.site.compose import create_gateway
 def create_app() -> Gateway:
     """The gateway; logs go to stderr unless the process manager configured logging."""
     configure_logging()
-    return create_gateway(Settings())
+    settings = Settings()
+    check_protocol_hooks(settings.fast_path)
+    return create_gateway(settings)

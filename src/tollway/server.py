@@ -11,6 +11,7 @@ import uvicorn
 
 from tollway.errors import UserError
 from tollway.gateway.transport.http_limits import open_file_limit
+from tollway.gateway.transport.uvicorn_hooks import check_protocol_hooks
 from tollway.portal.app import check_portal_settings
 from tollway.portal.settings import PortalSettings
 from tollway.settings import Settings
@@ -61,6 +62,7 @@ def serve(settings: Settings, *, workers: int = 1, log_level: str = "info") -> N
     check_workers_share_state(settings, workers)
     check_portal_settings(settings, PortalSettings())
     check_port_free(settings.host, settings.port)
+    check_protocol_hooks(settings.fast_path)
     open_file_limit()  # raised to the hard limit now, so that workers inherit it
     common: dict[str, Any] = {
         "host": settings.host,

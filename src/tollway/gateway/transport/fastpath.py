@@ -24,7 +24,6 @@ import weakref
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from tollway import problems
 from tollway.gateway.exchange.gateway import Admission, refusal
@@ -34,6 +33,8 @@ from tollway.gateway.snapshot.routing import normalise_path
 from tollway.gateway.snapshot.state import Route
 from tollway.gateway.transport.guarded import GuardedProtocol
 from tollway.gateway.transport.http_refusals import Refusal
+from tollway.gateway.transport.status_lines import STATUS_LINE
+from tollway.gateway.transport.uvicorn_hooks import fast_transport_usable
 from tollway.gateway.upstream.backends import HOP_BY_HOP, BodyFraming, HttpBackend, UpstreamRequest
 from tollway.gateway.upstream.client import (
     StaleConnection,
@@ -61,8 +62,9 @@ _NO_EVENT = _NoEvent()
 
 class GatewayProtocol(GuardedProtocol):
     """Tollway's HTTP protocol: the client-side limits of ``GuardedProtocol`` and the gateway's
-    fast path (``uvicorn --http`` takes it). ``fast_routing`` None follows TOLLWAY_FAST_PATH;
-    with fast routing off every request takes the ASGI path, under the same limits."""
+    fast path (``uvicorn --http`` takes it). ``fast_routing`` None follows TOLLWAY_FAST_PATH
+    (and is off when the installed uvicorn lacks a hook: ``uvicorn_hooks``); with fast routing
+    off every request takes the ASGI path, under the same limits."""
 
     fast_routing: bool | None = None
 
@@ -70,7 +72,10 @@ class GatewayProtocol(GuardedProtocol):
         super().__init__(*args, **kwargs)
         self.timeouts: TimeoutWatch | None = None  # this loop's watch, looked up once
         if self.fast_routing is None:
-            self.fast_routing = self.gateway is not None and self.gateway.settings.fast_path
+            gateway = self.gateway
+            self.fast_routing = (
+                gateway is not None and gateway.settings.fast_path and fast_transport_usable()
+            )
 
     def begin_request(self) -> None:
         route_and_rest = self._fast_route()
