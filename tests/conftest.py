@@ -114,7 +114,7 @@ def transport(request: pytest.FixtureRequest) -> str:
 def asgi_api_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Paths of the API calls that took the ASGI transport (``Gateway.handle_api``), so a test
     can show that the fast transport served a call itself rather than handing it over."""
-    from tollway.gateway.app import Gateway
+    from tollway.gateway.exchange.gateway import Gateway
 
     calls: list[str] = []
     handle_api = Gateway.handle_api

@@ -74,7 +74,7 @@ def serve_gateway(gateway: ASGIApp, transport: str) -> Iterator[str]:
     Tollway's protocol, as ``tollway serve`` does. Security and behaviour tests run on both
     (the ``transport`` fixture).
     """
-    from tollway.gateway.fastpath import GatewayProtocol
+    from tollway.gateway.transport.fastpath import GatewayProtocol
 
     class AsgiRoutedProtocol(GatewayProtocol):
         fast_routing = False  # as TOLLWAY_FAST_PATH=false

@@ -1,6 +1,6 @@
 """Which reverse proxies to believe, and what they say about the client.
 
-Shared by the gateway (``gateway.forwarding``) and the portal, so both resolve the client's
+Shared by the gateway (``gateway.upstream.forwarding``) and the portal, so both resolve the client's
 address and scheme the same way: ``X-Forwarded-For`` and ``X-Forwarded-Proto`` count only when
 the connection comes from a configured trusted proxy (``TOLLWAY_TRUSTED_PROXIES``).
 """

@@ -11,15 +11,16 @@ from typing import Any
 import uvicorn
 
 from tollway.errors import UserError
-from tollway.gateway.app import create_gateway
-from tollway.gateway.http_limits import open_file_limit
+from tollway.gateway.transport.http_limits import open_file_limit
+from tollway.gateway.transport.uvicorn_hooks import check_protocol_hooks
 from tollway.portal.app import check_portal_settings
 from tollway.portal.settings import PortalSettings
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 logger = logging.getLogger("tollway")
 
-PROTOCOL = "tollway.gateway.fastpath:GatewayProtocol"
+PROTOCOL = "tollway.gateway.transport.fastpath:GatewayProtocol"
 STARTUP_FAILURE = 3  # uvicorn's exit status when the server could not start
 
 
@@ -89,6 +90,7 @@ def serve(
     check_workers_share_state(settings, workers)
     check_portal_settings(settings, PortalSettings())
     check_port_free(settings.host, settings.port)
+    check_protocol_hooks(settings.fast_path)
     open_file_limit()  # raised to the hard limit now, so that workers inherit it
     common: dict[str, Any] = {
         "host": settings.host,

@@ -25,9 +25,9 @@ from tollway.config.apply import apply_config
 from tollway.config.loader import load_config_file
 from tollway.crypto import SecretBox
 from tollway.db.session import session_factory, transaction
-from tollway.gateway.app import create_gateway
 from tollway.services import subscriptions, users
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 from tollway.types import Receive, Scope, Send
 
 from .helpers import DEPLOY

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tollway.gateway.app import create_gateway
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 from ..servers import free_port
 from .conftest import Harness

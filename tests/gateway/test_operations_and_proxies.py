@@ -6,8 +6,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from tollway.gateway.app import create_gateway
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 from .conftest import BASE_CONFIG, Harness, apply
 

@@ -16,10 +16,11 @@ import pytest
 from sqlalchemy import Engine
 
 from tollway.db.session import session_factory, transaction
-from tollway.gateway.app import Gateway, create_gateway
+from tollway.gateway.exchange.gateway import Gateway
 from tollway.samples.echo import app as echo_app
 from tollway.services import subscriptions, users
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 from ..conftest import REDIS_URL, require_service
 from ..servers import free_port, serve_gateway, serve_in_thread

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tollway.gateway.routing import RouteTable, normalise_path
-from tollway.gateway.usage import UsageBuffer
+from tollway.gateway.recording.usage import UsageBuffer
+from tollway.gateway.snapshot.routing import RouteTable, normalise_path
 from tollway.keys import display_prefix, generate_key, has_valid_checksum, key_digest
 
 

@@ -10,9 +10,10 @@ import httpx
 from sqlalchemy import Engine
 
 from tollway.db.session import session_factory, transaction
-from tollway.gateway.app import Gateway, create_gateway
+from tollway.gateway.exchange.gateway import Gateway
 from tollway.services import subscriptions, users
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 from ..gateway.conftest import SECRET, apply
 

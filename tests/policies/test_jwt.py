@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine
 
-from tollway.gateway.app import create_gateway
 from tollway.samples.echo import app as echo_app
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 from tollway.types import Receive, Scope, Send
 
 from ..gateway.conftest import SECRET, apply

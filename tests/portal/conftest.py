@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.gateway.conftest import BASE_CONFIG, SECRET, apply
 from tollway.db.models import UserRole
 from tollway.db.session import session_factory, transaction
-from tollway.gateway.app import Gateway, create_gateway
+from tollway.gateway.exchange.gateway import Gateway
 from tollway.services import passwords, users
 from tollway.services.passwords import hash_password
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 PASSWORD = "correct horse battery staple"
 ADMIN_EMAIL = "admin@example.com"

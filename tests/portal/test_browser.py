@@ -23,10 +23,10 @@ from tests.portal.token_provider import CLIENT_ID, CLIENT_SECRET, Account, token
 from tests.servers import serve_in_thread
 from tollway.db.models import UserRole
 from tollway.db.session import session_factory, transaction
-from tollway.gateway.app import create_gateway
 from tollway.services import users
 from tollway.services.passwords import hash_password
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 pytestmark = pytest.mark.slow
 

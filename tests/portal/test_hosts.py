@@ -10,10 +10,10 @@ from tests.gateway.conftest import SECRET
 from tests.servers import run_cli, tollway_env
 from tollway.db.session import session_factory
 from tollway.errors import UserError
-from tollway.gateway.app import create_gateway
 from tollway.portal import create_portal
 from tollway.portal.settings import PortalSettings
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 pytestmark = pytest.mark.anyio
 

@@ -16,11 +16,11 @@ from tests.portal.conftest import PASSWORD, PORTAL_CONFIG, Portal
 from tests.portal.oidc_provider import CLIENT_ID, CLIENT_SECRET, oidc_provider
 from tests.servers import free_port
 from tollway.db.session import session_factory, transaction
-from tollway.gateway.app import create_gateway
 from tollway.portal import create_portal
 from tollway.portal.settings import OidcProvider, PortalSettings
 from tollway.services import users
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 pytestmark = pytest.mark.anyio
 

@@ -14,9 +14,10 @@ from tollway.config.apply import apply_config
 from tollway.config.model import TollwayConfig
 from tollway.crypto import SecretBox
 from tollway.db.session import session_factory, transaction
-from tollway.gateway.app import Gateway, create_gateway
+from tollway.gateway.exchange.gateway import Gateway
 from tollway.services import subscriptions, users
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 SECRET = "test-secret-key-0123456789"
 

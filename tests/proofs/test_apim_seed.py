@@ -17,7 +17,7 @@ from tests.proofs.conftest import apply, in_process, longest_retry_after, make_g
 from tests.proofs.functions_backend import secured_backend
 from tests.servers import serve_in_thread
 from tollway.config.loader import load_config_file
-from tollway.gateway.fastpath import GatewayProtocol
+from tollway.gateway.transport.fastpath import GatewayProtocol
 
 pytestmark = pytest.mark.anyio
 

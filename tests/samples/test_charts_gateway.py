@@ -15,9 +15,9 @@ from tollway.config.model import TollwayConfig
 from tollway.crypto import SecretBox
 from tollway.db.session import session_factory, transaction
 from tollway.demo.setup import demo_config_text
-from tollway.gateway.app import create_gateway
 from tollway.services import subscriptions, users
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 pytestmark = pytest.mark.anyio
 

@@ -13,9 +13,9 @@ from sqlalchemy import Engine
 
 from tests.proofs.conftest import SECRET, apply, make_gateway, subscribe
 from tests.servers import serve_gateway, serve_in_thread
-from tollway.gateway.app import create_gateway
 from tollway.samples.echo import app as echo_app
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 from .backends import RecordingBackend, recording_backend
 

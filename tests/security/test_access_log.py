@@ -15,8 +15,8 @@ import pytest
 
 from tests.deploy.helpers import prepare_store
 from tests.servers import serve_gateway, tollway_env, tollway_process
-from tollway.gateway.app import create_gateway
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 from ..gateway.conftest import SECRET
 

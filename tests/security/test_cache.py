@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tollway.gateway.app import Gateway
+from tollway.gateway.exchange.gateway import Gateway
 
 from ..conftest import REDIS_URL, require_service
 from ..servers import free_port

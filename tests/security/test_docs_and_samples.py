@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.samples.test_webhook import CallbackTarget, payload
-from tollway.gateway.app import create_gateway
 from tollway.samples.webhook import WebhookSettings, create_app
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 from ..gateway.conftest import SECRET, apply
 from ..servers import serve_gateway, serve_in_thread

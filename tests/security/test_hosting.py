@@ -24,7 +24,7 @@ def uvicorn_factory(port: int, transport: str) -> list[str]:
     command = [str(VENV_BIN / "uvicorn"), "--factory", "tollway.asgi:create_app"]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     if transport == "fast":
-        command += ["--http", "tollway.gateway.fastpath:GatewayProtocol"]
+        command += ["--http", "tollway.gateway.transport.fastpath:GatewayProtocol"]
     return command
 
 

@@ -41,11 +41,11 @@ from tests.portal.token_provider import (
 )
 from tollway.db.models import UserIdentity
 from tollway.db.session import session_factory, transaction
-from tollway.gateway.app import create_gateway
 from tollway.portal import create_portal
 from tollway.portal.settings import OidcProvider, PortalSettings
 from tollway.services import users
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 pytestmark = pytest.mark.anyio
 

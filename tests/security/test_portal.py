@@ -20,10 +20,10 @@ from tests.portal.conftest import PASSWORD, cheap_argon2, csrf_of  # noqa: F401 
 from tests.portal.mailbox import running_mailbox
 from tollway.db.models import UserState
 from tollway.db.session import session_factory, transaction
-from tollway.gateway.app import create_gateway
 from tollway.services import users
 from tollway.services.passwords import hash_password
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 from ..servers import free_port, serve_gateway
 

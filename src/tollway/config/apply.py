@@ -19,6 +19,7 @@ from tollway.config.loader import ConfigError
 from tollway.config.model import ApiSpec, BackendSpec, ProductSpec, TollwayConfig
 from tollway.crypto import SecretBox
 from tollway.db.models import (
+    GLOBAL_POLICIES,
     Api,
     Backend,
     Base,
@@ -35,8 +36,6 @@ from tollway.services.changes import record_change
 
 MASKED = "<masked>"
 """Stands for a stored secret: exported instead of the secret, and on apply keeps it unchanged."""
-
-GLOBAL_POLICIES = "global_policies"
 
 Action = Literal["create", "update", "delete"]
 _SIGNS: dict[str, str] = {"create": "+", "update": "~", "delete": "-"}

@@ -16,13 +16,20 @@ from sqlalchemy.orm import Session
 from tollway.config.apply import (
     API_FIELDS,
     BACKEND_FIELDS,
-    GLOBAL_POLICIES,
     MASKED,
     PRODUCT_FIELDS,
 )
 from tollway.config.loader import ConfigError, validation_messages
 from tollway.config.model import TollwayConfig
-from tollway.db.models import Api, Backend, GatewaySetting, NamedValue, Product, ProductApi
+from tollway.db.models import (
+    GLOBAL_POLICIES,
+    Api,
+    Backend,
+    GatewaySetting,
+    NamedValue,
+    Product,
+    ProductApi,
+)
 
 __all__ = ["MASKED", "dump_yaml", "export_config"]
 

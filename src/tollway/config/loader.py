@@ -20,7 +20,8 @@ from pydantic_core import ErrorDetails
 
 from tollway.config.model import TollwayConfig
 from tollway.errors import UserError
-from tollway.policies.registry import POLICY_MODELS, validate_policy
+from tollway.policies.kinds import validate_policy
+from tollway.policies.registry import POLICY_MODELS
 
 Loc = tuple[str | int, ...]
 

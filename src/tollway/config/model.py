@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from tollway.policies.registry import validate_policy
+from tollway.policies.kinds import validate_policy
 
 RESERVED_PREFIXES = ("/docs", "/portal", "/admin", "/-")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,99}$"

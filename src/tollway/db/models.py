@@ -119,6 +119,10 @@ class ProductApi(Base):
     api_id: Mapped[int] = mapped_column(ForeignKey("apis.id", ondelete="CASCADE"), primary_key=True)
 
 
+GLOBAL_POLICIES = "global_policies"
+"""The :class:`GatewaySetting` row holding the policy list that applies to every API."""
+
+
 class GatewaySetting(Base):
     """Gateway-wide configuration documents, such as the global policy list."""
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict
 
-from tollway.gateway.keyindex import Grant
-from tollway.gateway.problems import ProblemType
+from tollway.grants import Grant
+from tollway.problems import ProblemType
 from tollway.types import Headers
 
 

@@ -17,9 +17,10 @@ from tollway.policies.cache import CachePolicy
 from tollway.policies.cors import CorsPolicy
 from tollway.policies.ipfilter import IpFilterPolicy
 from tollway.policies.jwt import JwtPolicy
+from tollway.policies.kinds import build_policy
 from tollway.policies.quota import QuotaPolicy
 from tollway.policies.ratelimit import LimitSpec, RateLimitPolicy
-from tollway.policies.registry import BuildContext, build_policy
+from tollway.policies.registry import BuildContext
 from tollway.policies.setheader import SetHeaderPolicy
 from tollway.policies.sizelimit import RequestSizePolicy
 from tollway.policies.timeout import TimeoutPolicy

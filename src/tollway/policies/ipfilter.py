@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from tollway.gateway.problems import IP_FORBIDDEN
 from tollway.policies.base import PolicyConfig, Reject, RequestContext
 from tollway.policies.registry import BuildContext, register
+from tollway.problems import IP_FORBIDDEN
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -18,9 +18,9 @@ import httpx
 import jwt
 from pydantic import Field
 
-from tollway.gateway.problems import INVALID_TOKEN
 from tollway.policies.base import PolicyConfig, Reject, RequestContext
 from tollway.policies.registry import BuildContext, register
+from tollway.problems import INVALID_TOKEN
 from tollway.types import Headers
 
 logger = logging.getLogger("tollway.policies")

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from tollway.policies.base import PolicyConfig, RequestContext
-from tollway.policies.ratelimit import _KEY, LimitSpec, subject
+from tollway.policies.ratelimit import COUNTER_KEY, LimitSpec, subject
 from tollway.policies.registry import BuildContext, register
 from tollway.policies.windows import CALENDAR, CalendarPeriods
 from tollway.stores.base import LimitCheck
@@ -53,7 +53,7 @@ class QuotaConfig(PolicyConfig):
     @field_validator("key")
     @classmethod
     def _key(cls, value: str) -> str:
-        if not _KEY.match(value):
+        if not COUNTER_KEY.match(value):
             raise ValueError(f"{value!r}: use subscription, ip, user, api or header:<name>")
         return value
 

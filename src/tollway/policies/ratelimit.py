@@ -18,7 +18,8 @@ from tollway.policies.registry import BuildContext, register
 from tollway.policies.windows import parse_rate, sliding_position
 from tollway.stores.base import LimitCheck
 
-_KEY = re.compile(r"^(subscription|ip|user|api|header:[A-Za-z0-9-]+)$")
+COUNTER_KEY = re.compile(r"^(subscription|ip|user|api|header:[A-Za-z0-9-]+)$")
+"""What a limit may count by (also the quota policy's ``key``)."""
 
 
 class RateLimitConfig(PolicyConfig):
@@ -34,7 +35,7 @@ class RateLimitConfig(PolicyConfig):
     @field_validator("key")
     @classmethod
     def _key(cls, value: str) -> str:
-        if not _KEY.match(value):
+        if not COUNTER_KEY.match(value):
             raise ValueError(
                 f"{value!r} is not a counter key: use subscription, ip, user, api or header:<name>"
             )

@@ -23,8 +23,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.requests import Request
 
-from tollway.gateway.problems import ProblemType, register_problem, send_problem
 from tollway.portal.web import render
+from tollway.problems import ProblemType, register_problem, send_problem
 from tollway.proxies import ProxyTrust
 from tollway.types import ASGIApp, Message, Receive, Scope, Send
 

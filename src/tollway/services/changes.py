@@ -1,4 +1,4 @@
-"""Record changes that running gateways must pick up (see ``gateway.refresh``)."""
+"""Record changes that running gateways must pick up (see ``gateway.snapshot.refresh``)."""
 
 from __future__ import annotations
 

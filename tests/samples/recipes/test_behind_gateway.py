@@ -11,8 +11,8 @@ import pytest
 from tests.gateway.conftest import SECRET, Harness, apply
 from tollway.db.migrate import upgrade
 from tollway.db.session import make_engine, session_factory
-from tollway.gateway.app import create_gateway
 from tollway.settings import Settings
+from tollway.site.compose import create_gateway
 
 pytestmark = pytest.mark.anyio
 

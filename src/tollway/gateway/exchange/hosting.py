@@ -7,9 +7,9 @@ Two uvicorn defaults would undo Tollway's own rules when the gateway runs under
   scheme from ``X-Forwarded-For``/``-Proto`` *before* the gateway sees them, so anyone reaching
   the port through a local hop (a TCP forwarder, an SSH tunnel, a sidecar) picks the address
   that ip-filters, per-address limits and logs use. Tollway believes those headers only from
-  ``TOLLWAY_TRUSTED_PROXIES`` (``gateway.forwarding``).
+  ``TOLLWAY_TRUSTED_PROXIES`` (``gateway.upstream.forwarding``).
 - its access log writes every request line with the query string, where keys and portal tokens
-  travel; Tollway writes its own (``gateway.accesslog``).
+  travel; Tollway writes its own (``gateway.recording.accesslog``).
 
 ASGI gives an app no way to see the wrappers its server put around it, so when the gateway is
 first called (lifespan start-up, before the server accepts connections) it looks for uvicorn's

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 
-from tollway.gateway.forwarding import ProxyTrust
+from tollway.proxies import ProxyTrust
 from tollway.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("tollway.access")

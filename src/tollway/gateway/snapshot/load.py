@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tollway.config.apply import GLOBAL_POLICIES
 from tollway.db.models import (
+    GLOBAL_POLICIES,
     Api,
     Backend,
     GatewaySetting,
@@ -23,7 +23,7 @@ from tollway.db.models import (
     User,
     UserState,
 )
-from tollway.gateway.keyindex import IndexedSubscription, KeyIndex
+from tollway.gateway.snapshot.keyindex import IndexedSubscription, KeyIndex
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The fast path: API requests to HTTP backends are proxied by callbacks, without ASGI.
 
 ``GatewayProtocol`` is ``GuardedProtocol`` (uvicorn's httptools protocol with Tollway's limits on
-what clients send, tollway.gateway.guarded) with one change: when a request's headers are
+what clients send, tollway.gateway.transport.guarded) with one change: when a request's headers are
 in and it is for an API with an HTTP backend, it is admitted (same rules as the ASGI path:
 ``Gateway.admit``) and proxied by a :class:`FastExchange`, whose parser callbacks write straight
 to the other side's transport. No task, coroutine or ASGI message is created per request, which
@@ -27,11 +27,18 @@ from collections.abc import Coroutine
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from tollway.gateway import problems
-from tollway.gateway.app import Admission, refusal
-from tollway.gateway.backends import (
+from tollway import problems
+from tollway.gateway.exchange.gateway import Admission, refusal
+from tollway.gateway.exchange.policed import body_too_large
+from tollway.gateway.exchange.policing import Pending, Preflight
+from tollway.gateway.snapshot.routing import normalise_path
+from tollway.gateway.snapshot.state import Route
+from tollway.gateway.transport.guarded import GuardedProtocol
+from tollway.gateway.transport.http_refusals import Refusal
+from tollway.gateway.transport.status_lines import STATUS_LINE
+from tollway.gateway.transport.uvicorn_hooks import fast_transport_usable
+from tollway.gateway.upstream.backends import (
     CLIENT_CLOSED,
     HOP_BY_HOP,
     REPLAY_LIMIT,
@@ -39,13 +46,7 @@ from tollway.gateway.backends import (
     HttpBackend,
     UpstreamRequest,
 )
-from tollway.gateway.guarded import GuardedProtocol
-from tollway.gateway.http_refusals import Refusal
-from tollway.gateway.policed import body_too_large
-from tollway.gateway.policing import Pending, Preflight
-from tollway.gateway.routing import normalise_path
-from tollway.gateway.state import Route
-from tollway.gateway.upstream import (
+from tollway.gateway.upstream.client import (
     StaleConnection,
     UpstreamConnection,
     UpstreamError,
@@ -71,8 +72,9 @@ _NO_EVENT = _NoEvent()
 
 class GatewayProtocol(GuardedProtocol):
     """Tollway's HTTP protocol: the client-side limits of ``GuardedProtocol`` and the gateway's
-    fast path (``uvicorn --http`` takes it). ``fast_routing`` None follows TOLLWAY_FAST_PATH;
-    with fast routing off every request takes the ASGI path, under the same limits."""
+    fast path (``uvicorn --http`` takes it). ``fast_routing`` None follows TOLLWAY_FAST_PATH
+    (and is off when the installed uvicorn lacks a hook: ``uvicorn_hooks``); with fast routing
+    off every request takes the ASGI path, under the same limits."""
 
     fast_routing: bool | None = None
 
@@ -80,7 +82,10 @@ class GatewayProtocol(GuardedProtocol):
         super().__init__(*args, **kwargs)
         self.timeouts: TimeoutWatch | None = None  # this loop's watch, looked up once
         if self.fast_routing is None:
-            self.fast_routing = self.gateway is not None and self.gateway.settings.fast_path
+            gateway = self.gateway
+            self.fast_routing = (
+                gateway is not None and gateway.settings.fast_path and fast_transport_usable()
+            )
 
     def begin_request(self) -> None:
         route_and_rest = self._fast_route()

@@ -1,7 +1,8 @@
 """The gateway ASGI application: route, authenticate, forward, record.
 
 Raw ASGI on the hot path (no framework routing per request). Tollway's own pages (``/docs``,
-``/-/``, and later ``/portal`` and ``/admin``) are separate apps mounted on reserved prefixes.
+``/-/``, ``/portal``) are separate apps mounted on reserved prefixes by the composition root,
+:func:`tollway.site.compose.create_gateway`.
 """
 
 from __future__ import annotations
@@ -18,24 +19,23 @@ from urllib.parse import quote
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tollway import problems
 from tollway.crypto import SecretBox
 from tollway.db.session import make_engine, session_factory
-from tollway.gateway import accesslog, problems
-from tollway.gateway.backends import BodyFraming, ResponseAborted, UpstreamRequest
-from tollway.gateway.docs import create_docs_app
-from tollway.gateway.forwarding import ProxyTrust, prepare_request, take_query_key
-from tollway.gateway.hosting import take_over_host
-from tollway.gateway.internal import create_internal_app
-from tollway.gateway.policed import PolicedExchange, body_too_large, send_preflight
-from tollway.gateway.policing import Pending, Policing, Preflight, collect_limits
-from tollway.gateway.refresh import StateLoader
-from tollway.gateway.routing import normalise_path
-from tollway.gateway.state import EMPTY_STATE, GatewayState, Route, retired_backends
-from tollway.gateway.upstream import UpstreamError, UpstreamTimeout
-from tollway.gateway.usage import UsageBuffer, write_usage
+from tollway.gateway.exchange.hosting import take_over_host
+from tollway.gateway.exchange.policed import PolicedExchange, body_too_large, send_preflight
+from tollway.gateway.exchange.policing import Pending, Policing, Preflight, collect_limits
+from tollway.gateway.recording import accesslog
+from tollway.gateway.recording.usage import UsageBuffer, write_usage
+from tollway.gateway.snapshot.refresh import StateLoader
+from tollway.gateway.snapshot.routing import normalise_path
+from tollway.gateway.snapshot.state import EMPTY_STATE, GatewayState, Route, retired_backends
+from tollway.gateway.upstream.backends import BodyFraming, ResponseAborted, UpstreamRequest
+from tollway.gateway.upstream.client import UpstreamError, UpstreamTimeout
+from tollway.gateway.upstream.forwarding import prepare_request, take_query_key
 from tollway.policies.base import Reject, RequestContext
 from tollway.policies.chain import EMPTY_CHAIN, Chain
-from tollway.portal import create_portal
+from tollway.proxies import ProxyTrust
 from tollway.settings import Settings
 from tollway.stores import open_stores
 from tollway.types import ASGIApp, Headers, Message, Receive, Scope, Send
@@ -190,9 +190,9 @@ class Gateway:
     ) -> Outcome:
         """Decide whether a request may go to the route's backend (no I/O, no awaiting).
 
-        Shared by the ASGI path and the fast path (``gateway.fastpath``), so both apply the same
-        rules in the same order: operation allow-list, CORS preflight, IP filters, key, then the
-        rest of the policy chain (docs/policies.md). Work that needs awaiting is left in
+        Shared by the ASGI path and the fast path (``gateway.transport.fastpath``), so both apply
+        the same rules in the same order: operation allow-list, CORS preflight, IP filters, key,
+        then the rest of the policy chain (docs/policies.md). Work that needs awaiting is left in
         ``Admission.pending`` for ``Policing.settle``.
         """
         op_key = None
@@ -311,7 +311,7 @@ class Gateway:
         )
         sid = outcome.subscription_id
         if pending is None and outcome.framing != BodyFraming.CHUNKED:
-            await self._forward(
+            await self.forward(
                 route, request, sid, receive, send, started, client_ip=outcome.client_ip
             )
             return
@@ -360,7 +360,7 @@ class Gateway:
         status = reject.status or reject.problem.status
         self.record_exchange(route, subscription_id, status, 0, 0, started, method, client)
 
-    async def _forward(
+    async def forward(
         self,
         route: Route,
         request: UpstreamRequest,
@@ -548,35 +548,3 @@ class Gateway:
                 await job()
             except Exception:
                 logger.exception("background job failed")
-
-
-def readiness(gateway: Gateway) -> tuple[bool, dict[str, object]]:
-    """Ready when the config is loaded and the store answered recently."""
-    health = gateway.health
-    ok = health.loaded and health.store_error is None
-    report: dict[str, object] = {
-        "config_loaded": health.loaded,
-        "store": "ok" if health.store_error is None else "unreachable",
-        "apis": len(gateway.state.routes.routes),
-        "active_keys": len(gateway.state.keys),
-        "usage_buffered_rows": len(gateway.usage.rows),
-        "usage_dropped_calls": gateway.usage.dropped,
-    }
-    return ok, report
-
-
-def create_gateway(
-    settings: Settings,
-    *,
-    engine: Engine | None = None,
-    clock: Callable[[], float] = time.time,
-) -> Gateway:
-    """Build the gateway with its own pages mounted (``/docs``, ``/-/``)."""
-    gateway = Gateway(settings, engine=engine, clock=clock)
-    gateway.mount("/docs", create_docs_app(lambda: gateway.state))
-    gateway.mount("/-", create_internal_app(lambda: readiness(gateway)))
-    gateway.mount(
-        "/portal",
-        create_portal(settings, gateway.sessions, counters=gateway.counters, clock=clock),
-    )
-    return gateway

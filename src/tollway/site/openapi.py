@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollway.gateway import problems
-from tollway.gateway.state import Route
+from tollway import problems
+from tollway.gateway.snapshot.state import Route
 
 SCHEMA_NAME = "TollwayProblem"
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")

@@ -1,4 +1,6 @@
-"""RFC 9457 problem responses: every error a client sees from the gateway.
+"""RFC 9457 problem responses: every error a client sees from the gateway, its policies and pages.
+
+Outside ``gateway/`` so that policies and the portal can name problem types without importing it.
 
 Each problem ``type`` is a stable relative URI under ``/-/problems/``; the gateway serves a short
 page explaining it there. Bodies never contain stack traces or secrets.

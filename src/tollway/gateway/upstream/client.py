@@ -66,7 +66,7 @@ class UpstreamConnection(asyncio.Protocol):
     """One TCP/TLS connection to a backend, parsing responses with httptools.
 
     By default the response is buffered for an awaiting :class:`Exchange`; with a ``sink`` set,
-    each parser event is handed straight to it (``gateway.fastpath``).
+    each parser event is handed straight to it (``gateway.transport.fastpath``).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -79,9 +79,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._reset_exchange()
+        self.reset_exchange()
 
-    def _reset_exchange(self) -> None:
+    def reset_exchange(self) -> None:
+        """Forget the last exchange's response, ready for the next request (pool reuse)."""
         self.status = 0
         self.headers: Headers = []
         self.headers_done = False
@@ -212,6 +213,7 @@ class UpstreamConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     def fail(self, error: UpstreamError) -> None:
+        """Close the connection and report ``error`` to whoever waits on it (a timeout, say)."""
         if self.error is None:
             self.error = error
         sink = self.sink
@@ -310,7 +312,7 @@ class Origin:
         ):
             connection.close()
             return
-        connection._reset_exchange()
+        connection.reset_exchange()
         connection.idle = True
         self._idle.append(connection)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-from tollway.gateway.backends import HOP_BY_HOP, BodyFraming
+from tollway.gateway.upstream.backends import HOP_BY_HOP, BodyFraming
 from tollway.proxies import ProxyTrust  # (moved there; the portal shares it)
 from tollway.types import Headers
 

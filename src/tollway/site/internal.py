@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from tollway.gateway import problems
+from tollway import problems
 
 ExceptionHandler = Callable[[Request, Exception], Any]
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from tollway.crypto import SecretBox
 from tollway.db.models import Api, Backend
-from tollway.gateway.backends import AppBackend, BackendTarget, HttpBackend
-from tollway.gateway.keyindex import KeyIndex
-from tollway.gateway.routing import OperationTable, RouteTable, compile_operation
-from tollway.gateway.snapshot import ConfigData
+from tollway.gateway.snapshot.keyindex import KeyIndex
+from tollway.gateway.snapshot.load import ConfigData
+from tollway.gateway.snapshot.routing import OperationTable, RouteTable, compile_operation
+from tollway.gateway.upstream.backends import AppBackend, BackendTarget, HttpBackend
 from tollway.policies.chain import EMPTY_POLICIES, PolicySet, build_scope
 from tollway.types import Headers
 

@@ -14,7 +14,7 @@ from typing import Protocol
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from tollway.errors import UserError
-from tollway.gateway.upstream import (
+from tollway.gateway.upstream.client import (
     Exchange,
     Origin,
     StaleConnection,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from tollway.gateway import problems
+from tollway import problems
+from tollway.gateway.transport.status_lines import STATUS_LINE
 from tollway.types import Headers
 
 logger = logging.getLogger("tollway.gateway")

@@ -11,7 +11,8 @@
 - a per-process connection cap with eviction of idle connections (``connections``).
 
 Every refusal is problem+json with ``Connection: close``. ``GatewayProtocol``
-(``tollway.gateway.fastpath``) adds the fast path on top; both transports share these limits.
+(``tollway.gateway.transport.fastpath``) adds the fast path on top; both transports share these
+limits.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from tollway.gateway.app import Gateway
-from tollway.gateway.connections import ConnectionBook
-from tollway.gateway.http_limits import HttpLimits
-from tollway.gateway.http_refusals import (
+from tollway.gateway.exchange.gateway import Gateway
+from tollway.gateway.transport.connections import ConnectionBook
+from tollway.gateway.transport.http_limits import HttpLimits
+from tollway.gateway.transport.http_refusals import (
     HEAD_TOO_LARGE,
     REQUEST_LINE_TOO_LONG,
     REQUEST_TIMEOUT,

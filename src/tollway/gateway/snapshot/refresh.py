@@ -21,14 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tollway.crypto import SecretBox
 from tollway.db.models import ChangeKind, ChangeLog, utcnow
-from tollway.gateway.keyindex import KeyIndex
-from tollway.gateway.snapshot import (
+from tollway.gateway.snapshot.keyindex import KeyIndex
+from tollway.gateway.snapshot.load import (
     ConfigData,
     build_key_index,
     load_config_data,
     load_subscriptions,
 )
-from tollway.gateway.state import GatewayState, compile_state
+from tollway.gateway.snapshot.state import GatewayState, compile_state
 
 logger = logging.getLogger("tollway.gateway")
 

@@ -1,24 +1,53 @@
 """The ASGI path's forwarding when a policy chain applies: response edits, cache (run by
 tollway.policies.cache, as on the fast path), timeout, streamed size limit and byte quotas
-around :meth:`Gateway._forward`."""
+around :meth:`Gateway.forward`."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from tollway.gateway import problems
-from tollway.gateway.backends import BodyFraming, UpstreamRequest
-from tollway.gateway.policing import Pending, Preflight
-from tollway.gateway.state import Route
+from tollway import problems
+from tollway.gateway.exchange.policing import Pending, Policing, Preflight
+from tollway.gateway.snapshot.state import Route
+from tollway.gateway.upstream.backends import BodyFraming, UpstreamRequest
 from tollway.policies.base import Reject
 from tollway.policies.cache import CacheCapture, hit_answer
 from tollway.policies.chain import EMPTY_CHAIN
-from tollway.stores.base import CachedResponse
+from tollway.stores.base import CachedResponse, CacheStore
 from tollway.types import Message, Receive, Send
 
-if TYPE_CHECKING:
-    from tollway.gateway.app import Gateway
+
+class Gateway(Protocol):
+    """What a policed exchange uses of the :class:`~.gateway.Gateway` (no import cycle)."""
+
+    policing: Policing
+    cache_store: CacheStore
+
+    async def forward(
+        self,
+        route: Route,
+        request: UpstreamRequest,
+        subscription_id: int,
+        receive: Receive,
+        send: Send,
+        started: float,
+        *,
+        record: bool = True,
+        client_ip: str = "",
+    ) -> tuple[int, int, int]: ...
+
+    def record_exchange(
+        self,
+        route: Route,
+        subscription_id: int,
+        status: int,
+        bytes_in: int,
+        bytes_out: int,
+        started: float,
+        method: str,
+        client: tuple[str, int] | str | None,
+    ) -> None: ...
 
 
 def body_too_large(size: int | None, limit: int) -> Reject:
@@ -87,7 +116,7 @@ class PolicedExchange:
         self.gateway.policing.record_bytes(self.pending, bytes_in + bytes_out)
 
     async def _forward(self, receive: Receive, send: Send) -> tuple[int, int, int]:
-        return await self.gateway._forward(
+        return await self.gateway.forward(
             self.route,
             self.request,
             self.subscription_id,

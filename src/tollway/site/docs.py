@@ -23,13 +23,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tollway.gateway import problems
-from tollway.gateway.backends import BodyFraming, UpstreamRequest
-from tollway.gateway.internal import problem_exception_handlers, problem_response
-from tollway.gateway.openapi import add_gateway_answers
-from tollway.gateway.state import GatewayState
-from tollway.gateway.state import Route as ApiRoute
-from tollway.gateway.upstream import UpstreamError
+from tollway import problems
+from tollway.gateway.snapshot.state import GatewayState
+from tollway.gateway.snapshot.state import Route as ApiRoute
+from tollway.gateway.upstream.backends import BodyFraming, UpstreamRequest
+from tollway.gateway.upstream.client import UpstreamError
+from tollway.site.internal import problem_exception_handlers, problem_response
+from tollway.site.openapi import add_gateway_answers
 from tollway.types import ASGIApp, Message, Receive, Scope, Send
 
 NO_OPENAPI = problems.register_problem(
@@ -43,7 +43,7 @@ NO_OPENAPI = problems.register_problem(
 MAX_DOCUMENT = 10 * 1024 * 1024
 CACHE_SECONDS = 30.0
 SWAGGER_ASSETS = str(files("fastapi_offline") / "static")
-OWN_ASSETS = str(files("tollway.gateway") / "static")
+OWN_ASSETS = str(files("tollway.site") / "static")
 
 
 class DocumentCache:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from tollway.gateway import problems
+from tollway import problems
 from tollway.policies.base import Reject, RequestContext
 from tollway.policies.chain import Chain
 from tollway.policies.quota import QuotaPolicy

@@ -8,15 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """What one active key allows: the APIs of its subscription's product."""
-
-    subscription_id: int
-    user_id: int
-    product_id: int
-    api_ids: frozenset[int]
+from tollway.grants import Grant
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""What a request means: the Gateway (ASGI entry, admission, lifecycle) and its policy work."""

@@ -1,0 +1,1 @@
+"""What each call leaves behind: usage rows and the access log."""

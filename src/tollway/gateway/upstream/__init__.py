@@ -1,0 +1,1 @@
+"""The client side towards backends: request preparation, backends and the HTTP/1.1 pool."""

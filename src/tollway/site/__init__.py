@@ -1,0 +1,1 @@
+"""Tollway's own site and composition root: the gateway with ``/docs``, ``/-/`` and ``/portal``."""

@@ -1,0 +1,51 @@
+"""The composition root: the gateway with Tollway's own pages mounted on reserved prefixes.
+
+``/docs`` (API catalogue and Swagger UI), ``/-/`` (health, readiness, problem pages) and
+``/portal``. Kept apart from :class:`~tollway.gateway.exchange.gateway.Gateway`, the hot-path
+class, so the gateway imports nothing of the pages it serves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+
+from tollway.gateway.exchange.gateway import Gateway
+from tollway.portal import create_portal
+from tollway.settings import Settings
+from tollway.site.docs import create_docs_app
+from tollway.site.internal import create_internal_app
+
+
+def readiness(gateway: Gateway) -> tuple[bool, dict[str, object]]:
+    """Ready when the config is loaded and the store answered recently."""
+    health = gateway.health
+    ok = health.loaded and health.store_error is None
+    report: dict[str, object] = {
+        "config_loaded": health.loaded,
+        "store": "ok" if health.store_error is None else "unreachable",
+        "apis": len(gateway.state.routes.routes),
+        "active_keys": len(gateway.state.keys),
+        "usage_buffered_rows": len(gateway.usage.rows),
+        "usage_dropped_calls": gateway.usage.dropped,
+    }
+    return ok, report
+
+
+def create_gateway(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Gateway:
+    """Build the gateway with its own pages mounted (``/docs``, ``/-/``, ``/portal``)."""
+    gateway = Gateway(settings, engine=engine, clock=clock)
+    gateway.mount("/docs", create_docs_app(lambda: gateway.state))
+    gateway.mount("/-", create_internal_app(lambda: readiness(gateway)))
+    gateway.mount(
+        "/portal",
+        create_portal(settings, gateway.sessions, counters=gateway.counters, clock=clock),
+    )
+    return gateway
