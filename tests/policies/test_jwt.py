@@ -146,3 +146,28 @@ def test_validate_jwt_over_sockets_on_both_transports(
     assert refused.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
     # validate-jwt no longer hands its API's calls to the ASGI transport
     assert asgi_api_calls == ([] if transport == "fast" else ["/open/x"] * 2)
+
+
+def test_invalid_tokens_do_not_spend_the_rate_limit(
+    sqlite_engine: Engine, sqlite_url: str, issuer: tuple[Issuer, str], transport: str
+) -> None:
+    """validate-jwt comes before rate limits in the phase order, on memory counters too."""
+    found, jwks = issuer
+    cfg = jwt_config(jwks)
+    cfg["apis"]["open"]["policies"].append(
+        {"type": "rate-limit", "calls": 2, "period": 60, "key": "ip"}
+    )
+    with serve_in_thread(echo_app) as echo:
+        cfg["backends"] = {"echo": {"url": echo}}
+        apply(sqlite_engine, cfg)
+        gateway = create_gateway(
+            Settings(database_url=sqlite_url, secret_key=SECRET),  # type: ignore[arg-type]
+            engine=sqlite_engine,
+        )
+        with serve_gateway(gateway, transport) as base:
+            bad = {"Authorization": f"Bearer {found.token(aud='other')}"}
+            refused = [httpx.get(f"{base}/open/x", headers=bad).status_code for _ in range(3)]
+            good = {"Authorization": f"Bearer {found.token()}"}
+            admitted = [httpx.get(f"{base}/open/x", headers=good).status_code for _ in range(3)]
+    assert refused == [401, 401, 401]
+    assert admitted == [200, 200, 429]

@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl
 from pydantic import Field
 
 from tollway.policies.base import PolicyConfig, RequestContext
+from tollway.policies.phases import Merge, Phase
 from tollway.policies.registry import BuildContext, register
 from tollway.stores.base import CachedResponse, CacheStore, StoreUnavailable
 from tollway.types import Headers
@@ -88,6 +89,9 @@ def marker_names(entry: CachedResponse) -> list[bytes] | None:
 
 class CachePolicy:
     kind = "cache"
+    phase = Phase.CACHE
+    slot = "cache"
+    merge = Merge.MOST_SPECIFIC
 
     def __init__(self, config: CacheConfig, context: BuildContext) -> None:
         self.ttl = config.ttl

@@ -1,8 +1,10 @@
 """Compile the policies that apply to a request into one :class:`Chain`, once per snapshot.
 
-Scopes apply from the general to the specific: global -> product -> API -> operation. All
-ip-filters, rate limits, quotas and set-header edits of every scope apply; for cors, cache and
-timeout the most specific one wins; for request-size-limit the smallest.
+Scopes apply from the general to the specific: global -> product -> API -> operation. Each
+policy kind declares its phase, its slot in the chain and how it merges
+(``tollway.policies.phases``): all ip-filters, rate limits, quotas and set-header edits of every
+scope apply; for cors, cache and timeout the most specific one wins; for request-size-limit the
+smallest.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from tollway.policies.cors import CorsPolicy
 from tollway.policies.ipfilter import IpFilterPolicy
 from tollway.policies.jwt import JwtPolicy
 from tollway.policies.kinds import build_policy
+from tollway.policies.phases import Merge
 from tollway.policies.quota import QuotaPolicy
 from tollway.policies.ratelimit import LimitSpec, RateLimitPolicy
 from tollway.policies.registry import BuildContext
 from tollway.policies.setheader import SetHeaderPolicy
-from tollway.policies.sizelimit import RequestSizePolicy
 from tollway.policies.timeout import TimeoutPolicy
 
 Limiter = RateLimitPolicy | QuotaPolicy
@@ -50,30 +52,21 @@ EMPTY_CHAIN = Chain()
 
 
 def compile_chain(policies: Iterable[Any]) -> Chain:
-    cors = cache = None
-    timeout: float | None = None
-    max_body: int | None = None
-    ip_filters: list[IpFilterPolicy] = []
-    jwts: list[JwtPolicy] = []
-    limiters: list[Limiter] = []
-    edits: list[SetHeaderPolicy] = []
-    for policy in policies:
-        if isinstance(policy, CorsPolicy):
-            cors = policy
-        elif isinstance(policy, CachePolicy):
-            cache = policy
-        elif isinstance(policy, TimeoutPolicy):
-            timeout = policy.seconds
-        elif isinstance(policy, RequestSizePolicy):
-            max_body = policy.max_bytes if max_body is None else min(max_body, policy.max_bytes)
-        elif isinstance(policy, IpFilterPolicy):
-            ip_filters.append(policy)
-        elif isinstance(policy, JwtPolicy):
-            jwts.append(policy)
-        elif isinstance(policy, RateLimitPolicy | QuotaPolicy):
-            limiters.append(policy)
-        elif isinstance(policy, SetHeaderPolicy):
-            edits.append(policy)
+    """One chain from the policies of every scope (general first), by each kind's declared
+    phase, slot and merge rule (``tollway.policies.phases``): no kind is special-cased here."""
+    slots: dict[str, Any] = {}
+    for policy in sorted(policies, key=lambda policy: policy.phase):  # stable: scopes keep order
+        slot, merge = policy.slot, policy.merge
+        if merge is Merge.EVERY:
+            slots[slot] = (*slots.get(slot, ()), policy)
+        elif merge is Merge.MOST_SPECIFIC:
+            slots[slot] = policy
+        else:  # Merge.SMALLEST
+            known = slots.get(slot)
+            slots[slot] = policy.value if known is None else min(known, policy.value)
+    if isinstance(slots.get("timeout"), TimeoutPolicy):
+        slots["timeout"] = slots["timeout"].value
+    limiters: tuple[Limiter, ...] = slots.get("limiters", ())
     specs: list[LimitSpec] = []
     quotas: list[QuotaPolicy | None] = []
     for limiter in limiters:
@@ -81,14 +74,7 @@ def compile_chain(policies: Iterable[Any]) -> Chain:
             specs.append(spec)
             quotas.append(limiter if isinstance(limiter, QuotaPolicy) else None)
     return Chain(
-        cors=cors,
-        ip_filters=tuple(ip_filters),
-        jwts=tuple(jwts),
-        max_body=max_body,
-        limiters=tuple(limiters),
-        cache=cache,
-        timeout=timeout,
-        header_edits=tuple(edits),
+        **slots,
         limit_specs=tuple(specs),
         limit_quotas=tuple(quotas),
         limit_policy_header=", ".join(spec.policy_item() for spec in specs).encode(),

@@ -15,6 +15,7 @@ import re
 from pydantic import Field, model_validator
 
 from tollway.policies.base import PolicyConfig
+from tollway.policies.phases import Merge, Phase
 from tollway.policies.registry import BuildContext, register
 from tollway.types import Headers
 
@@ -46,6 +47,9 @@ def _pattern(origin: str) -> re.Pattern[str]:
 
 class CorsPolicy:
     kind = "cors"
+    phase = Phase.PREFLIGHT
+    slot = "cors"
+    merge = Merge.MOST_SPECIFIC
 
     def __init__(self, config: CorsConfig, context: BuildContext) -> None:
         self.any_origin = "*" in config.origins

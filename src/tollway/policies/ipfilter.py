@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from tollway.policies.base import PolicyConfig, Reject, RequestContext
+from tollway.policies.phases import Merge, Phase
 from tollway.policies.registry import BuildContext, register
 from tollway.problems import IP_FORBIDDEN
 
@@ -41,6 +42,9 @@ class IpFilterConfig(PolicyConfig):
 
 class IpFilterPolicy:
     kind = "ip-filter"
+    phase = Phase.ACCESS
+    slot = "ip_filters"
+    merge = Merge.EVERY
 
     def __init__(self, config: IpFilterConfig, context: BuildContext) -> None:
         self.allow = tuple(ipaddress.ip_network(v, strict=False) for v in config.allow)

@@ -19,6 +19,7 @@ import jwt
 from pydantic import Field
 
 from tollway.policies.base import PolicyConfig, Reject, RequestContext
+from tollway.policies.phases import Merge, Phase
 from tollway.policies.registry import BuildContext, register
 from tollway.problems import INVALID_TOKEN
 from tollway.types import Headers
@@ -97,6 +98,9 @@ def _refuse(description: str) -> Reject:
 
 class JwtPolicy:
     kind = "validate-jwt"
+    phase = Phase.AUTHENTICATE
+    slot = "jwts"
+    merge = Merge.EVERY
 
     def __init__(self, config: JwtConfig, context: BuildContext) -> None:
         self.config = config

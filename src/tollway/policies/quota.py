@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from tollway.policies.base import PolicyConfig, RequestContext
+from tollway.policies.phases import Merge, Phase
 from tollway.policies.ratelimit import COUNTER_KEY, LimitSpec, subject
 from tollway.policies.registry import BuildContext, register
 from tollway.policies.windows import CALENDAR, CalendarPeriods
@@ -73,6 +74,9 @@ class QuotaConfig(PolicyConfig):
 
 class QuotaPolicy:
     kind = "quota"
+    phase = Phase.LIMITS
+    slot = "limiters"
+    merge = Merge.EVERY
 
     def __init__(self, config: QuotaConfig, context: BuildContext) -> None:
         self.config = config

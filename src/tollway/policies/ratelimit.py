@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pydantic import Field, field_validator, model_validator
 
 from tollway.policies.base import PolicyConfig, RequestContext
+from tollway.policies.phases import Merge, Phase
 from tollway.policies.registry import BuildContext, register
 from tollway.policies.windows import parse_rate, sliding_position
 from tollway.stores.base import LimitCheck
@@ -89,6 +90,9 @@ class LimitSpec:
 
 class RateLimitPolicy:
     kind = "rate-limit"
+    phase = Phase.LIMITS
+    slot = "limiters"
+    merge = Merge.EVERY
 
     def __init__(self, config: RateLimitConfig, context: BuildContext) -> None:
         assert config.calls is not None

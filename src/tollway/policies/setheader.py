@@ -13,6 +13,7 @@ import re
 from pydantic import Field, field_validator
 
 from tollway.policies.base import PolicyConfig
+from tollway.policies.phases import Merge, Phase
 from tollway.policies.registry import BuildContext, register
 from tollway.types import Headers
 
@@ -80,6 +81,9 @@ def _encode(headers: dict[str, str], context: BuildContext, *, allow_secrets: bo
 
 class SetHeaderPolicy:
     kind = "set-header"
+    phase = Phase.REQUEST_EDIT
+    slot = "header_edits"
+    merge = Merge.EVERY
 
     def __init__(self, config: SetHeaderConfig, context: BuildContext) -> None:
         self.request = _encode(config.request, context, allow_secrets=True)

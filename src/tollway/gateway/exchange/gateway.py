@@ -24,7 +24,7 @@ from tollway.crypto import SecretBox
 from tollway.db.session import make_engine, session_factory
 from tollway.gateway.exchange.hosting import take_over_host
 from tollway.gateway.exchange.policed import PolicedExchange, body_too_large, send_preflight
-from tollway.gateway.exchange.policing import Pending, Policing, Preflight, collect_limits
+from tollway.gateway.exchange.policing import Pending, Policing, Preflight
 from tollway.gateway.recording import accesslog
 from tollway.gateway.recording.usage import UsageBuffer, write_usage
 from tollway.gateway.snapshot.refresh import StateLoader
@@ -35,6 +35,7 @@ from tollway.gateway.upstream.client import UpstreamError, UpstreamTimeout
 from tollway.gateway.upstream.forwarding import prepare_request, take_query_key
 from tollway.policies.base import Reject, RequestContext
 from tollway.policies.chain import EMPTY_CHAIN, Chain
+from tollway.policies.limits import collect_limits
 from tollway.proxies import ProxyTrust
 from tollway.settings import Settings
 from tollway.stores import open_stores

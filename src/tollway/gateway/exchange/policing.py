@@ -1,8 +1,9 @@
 """Run a request's policy chain: what both the ASGI path and the fast path call.
 
-``Policing.admit`` does everything that needs no waiting (CORS preflight, IP filters, size
-limit, limits on the memory store, header edits); ``Policing.settle`` does the rest (JWT
-checks, and limits on Redis: one round trip for all of them).
+``Policing.apply_limits`` checks limits when the store can answer without waiting (memory, and
+no validate-jwt to run first); ``Policing.settle`` does the rest (JWT checks, then limits on
+Redis: one round trip for all of them). What a limit decides (refusal, RateLimit headers) is
+``tollway.policies.limits``; the order is ``tollway.policies.phases``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 from tollway import problems
 from tollway.policies.base import Reject, RequestContext
 from tollway.policies.chain import Chain
+from tollway.policies.limits import Limits, limit_headers, limit_refusal
 from tollway.policies.quota import QuotaPolicy
-from tollway.policies.ratelimit import LimitSpec
 from tollway.stores.base import CounterStore, LimitCheck, LimitState, StoreUnavailable
 from tollway.types import Headers
 
@@ -27,22 +28,6 @@ class Preflight:
     """A CORS preflight the gateway answers itself (204)."""
 
     headers: Headers
-
-
-@dataclass(slots=True)
-class Limits:
-    """The limit checks of one request; what the headers say about them is in the chain."""
-
-    checks: list[LimitCheck]
-    chain: Chain
-
-    @property
-    def specs(self) -> tuple[LimitSpec, ...]:
-        return self.chain.limit_specs
-
-    @property
-    def quotas(self) -> tuple[QuotaPolicy | None, ...]:
-        return self.chain.limit_quotas
 
 
 @dataclass(slots=True)
@@ -62,54 +47,6 @@ class Pending:
         return headers + self.response_headers
 
 
-def collect_limits(chain: Chain, ctx: RequestContext) -> Limits | None:
-    if not chain.limiters:
-        return None
-    checks: list[LimitCheck] = []
-    for limiter in chain.limiters:
-        checks += limiter.checks(ctx)
-    return Limits(checks, chain)
-
-
-def limit_headers(limits: Limits, states: list[LimitState]) -> Headers:
-    """IETF RateLimit-Policy (every limit) and RateLimit (the one closest to running out)."""
-    chain = limits.chain
-    if chain.hide_limit_headers:
-        return []
-    closest = states[0]
-    if len(states) > 1:
-        closest = min(states, key=lambda state: state.remaining / max(1, state.limit))
-    spec = chain.limit_specs[states.index(closest)]
-    current = f'"{spec.name}";r={closest.remaining};t={closest.reset}'
-    return [(b"ratelimit-policy", chain.limit_policy_header), (b"ratelimit", current.encode())]
-
-
-def limit_refusal(limits: Limits, states: list[LimitState]) -> Reject:
-    over = [
-        i
-        for i, (check, state) in enumerate(zip(limits.checks, states, strict=True))
-        if state.used + check.cost > check.limit
-    ] or list(range(len(states)))
-    retry = max(states[i].retry_after for i in over)
-    headers = [(b"retry-after", str(retry).encode()), *limit_headers(limits, states)]
-    quota = next((limits.quotas[i] for i in over if limits.quotas[i] is not None), None)
-    if quota is not None:
-        return Reject(
-            problems.QUOTA_EXCEEDED,
-            f"The quota {quota.name!r} is used up; it resets in {retry} s.",
-            status=quota.status,
-            headers=headers,
-            extra={"quota": quota.name},
-        )
-    name = limits.specs[over[0]].name
-    return Reject(
-        problems.RATE_LIMITED,
-        f"Rate limit {name!r} reached; retry in {retry} s.",
-        headers=headers,
-        extra={"limit": name},
-    )
-
-
 class Policing:
     """The policy runtime of one gateway: its counter store and failure policy."""
 
@@ -121,8 +58,8 @@ class Policing:
     def apply_limits(self, pending: Pending) -> Reject | None:
         """Check limits now if the store can answer without waiting; else leave them pending."""
         limits = pending.limits
-        if limits is None:
-            return None
+        if limits is None or pending.chain.jwts:
+            return None  # (validate-jwt comes first in the phase order: settle() runs both)
         result = self.counters.check_now(limits.checks)
         if result is None:
             return None
