@@ -1,9 +1,6 @@
 """What every policy works with: the request context and the refusal a policy can return.
 
-Phase order for each request (docs/policies.md): CORS preflight -> IP filter -> key auth ->
-validate-jwt -> request-size-limit -> rate limits and quotas (one store call) -> cache lookup ->
-forward (set-header on the request; timeout) -> cache store, set-header and CORS on the
-response -> usage record.
+The order in which policies act is declared in ``tollway.policies.phases``.
 """
 
 from __future__ import annotations
