@@ -17,6 +17,7 @@ from tollway.samples.echo import app as echo_app
 from tollway.settings import Settings
 from tollway.site.compose import create_gateway
 
+from . import rawhttp
 from .backends import RecordingBackend, recording_backend
 
 
@@ -101,3 +102,12 @@ def open_gateway(
             yield base
 
     return start
+
+
+@pytest.fixture
+def gateway_url(
+    sqlite_engine: Engine, sqlite_url: str, echo_url: str, transport: str
+) -> Iterator[str]:
+    """The open API ``/open`` on the echo backend (for raw-socket tests: ``rawhttp``)."""
+    with rawhttp.open_gateway(sqlite_engine, sqlite_url, echo_url, transport) as base:
+        yield base

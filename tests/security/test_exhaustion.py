@@ -22,7 +22,6 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.servers import run_cli, serve_in_thread, tollway_env, tollway_process
-from tollway.samples.echo import app as echo_app
 from tollway.types import Receive, Scope, Send
 
 from .rawhttp import Answer, connect, exchange, is_closed, open_config, open_gateway, read_answer
@@ -32,27 +31,13 @@ HEAD = b"GET /open/x HTTP/1.1\r\nHost: gateway.test\r\n"
 HALF_HEAD = HEAD + b"X-Slow: "
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[str]:
-    with serve_in_thread(echo_app) as base:
-        yield base
-
-
-@pytest.fixture
-def gateway_url(
-    sqlite_engine: Engine, sqlite_url: str, upstream: str, transport: str
-) -> Iterator[str]:
-    with open_gateway(sqlite_engine, sqlite_url, upstream, transport) as base:
-        yield base
-
-
 @pytest.fixture
 def impatient_gateway(
-    sqlite_engine: Engine, sqlite_url: str, upstream: str, transport: str
+    sqlite_engine: Engine, sqlite_url: str, echo_url: str, transport: str
 ) -> Iterator[str]:
     """Short client timeouts, so that the slow-client tests stay short."""
     timeouts = {"request_head_timeout": 0.5, "request_body_timeout": 0.5}
-    with open_gateway(sqlite_engine, sqlite_url, upstream, transport, **timeouts) as base:
+    with open_gateway(sqlite_engine, sqlite_url, echo_url, transport, **timeouts) as base:
         yield base
 
 
@@ -164,9 +149,9 @@ def test_head_timeout_of_a_keep_alive_request_runs_from_its_first_byte(
 
 # connection cap -------------------------------------------------------------------------------
 def test_idle_connection_gives_way_at_the_connection_cap(
-    sqlite_engine: Engine, sqlite_url: str, upstream: str, transport: str
+    sqlite_engine: Engine, sqlite_url: str, echo_url: str, transport: str
 ) -> None:
-    with open_gateway(sqlite_engine, sqlite_url, upstream, transport, max_connections=4) as base:
+    with open_gateway(sqlite_engine, sqlite_url, echo_url, transport, max_connections=4) as base:
         idle = [connect(base) for _ in range(4)]
         idle[-1].sendall(HALF_HEAD)
         try:
@@ -241,14 +226,14 @@ def many_descriptors() -> Iterator[None]:
 
 
 def test_2000_slowloris_connections_do_not_lock_out_normal_clients(
-    tmp_path: Path, upstream: str, transport: str, many_descriptors: None
+    tmp_path: Path, echo_url: str, transport: str, many_descriptors: None
 ) -> None:
     env = tollway_env(
         f"sqlite:///{tmp_path / 'tollway.db'}",
         TOLLWAY_FAST_PATH="true" if transport == "fast" else "false",
     )
     config = tmp_path / "tollway.yaml"
-    config.write_text(json.dumps(open_config(upstream)))  # JSON is YAML
+    config.write_text(json.dumps(open_config(echo_url)))  # JSON is YAML
     assert run_cli("migrate", env=env).returncode == 0
     assert run_cli("apply", "-f", str(config), env=env).returncode == 0
     slow: list[socket.socket] = []

@@ -7,16 +7,10 @@ transports; the gateway answers it itself and never passes it on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
-from sqlalchemy import Engine
 
-from tests.servers import serve_in_thread
-from tollway.samples.echo import app as echo_app
-
-from .rawhttp import exchange, open_gateway
+from .rawhttp import exchange
 
 HOST = b"Host: gateway.test\r\n"
 CHUNKED_BODY = b"5\r\nhello\r\n0\r\n\r\n"
@@ -24,20 +18,6 @@ CHUNKED_BODY = b"5\r\nhello\r\n0\r\n\r\n"
 
 def post(*headers: bytes, body: bytes = CHUNKED_BODY) -> bytes:
     return b"POST /open/x HTTP/1.1\r\n" + HOST + b"".join(headers) + b"\r\n" + body
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[str]:
-    with serve_in_thread(echo_app) as base:
-        yield base
-
-
-@pytest.fixture
-def gateway_url(
-    sqlite_engine: Engine, sqlite_url: str, upstream: str, transport: str
-) -> Iterator[str]:
-    with open_gateway(sqlite_engine, sqlite_url, upstream, transport) as base:
-        yield base
 
 
 REFUSED = {
