@@ -103,6 +103,7 @@ class Gateway:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._owns_engine = engine is None  # (an engine passed in is the caller's to close)
         self.engine = engine or make_engine(settings.database_url)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
@@ -472,6 +473,9 @@ class Gateway:
             await backend.shutdown()
         if self.counters.is_shared:
             await self.counters.aclose()  # (memory counters stay: a restart in-process keeps them)
+        if self._owns_engine:
+            # Closing the pool lets SQLite checkpoint and remove its -wal/-shm files.
+            await asyncio.to_thread(self.engine.dispose)
         self._started = False
 
     async def reload(self) -> None:
