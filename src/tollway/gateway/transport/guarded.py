@@ -86,8 +86,6 @@ class GuardedProtocol(HttpToolsProtocol):
         self.reading_head = True  # False from a head's end to its message's end
         self.head_since: float | None = None  # when the head now being awaited was started
         self.head_bytes = 0  # bytes received while the current head is incomplete
-        self.head_size = 0  # bytes of the header lines parsed so far in the current head
-        self.header_count = 0
         self.last_read = 0.0
         self.refused = False
         self.linger_bytes = 0  # what a refused client may still send before the close
@@ -155,7 +153,6 @@ class GuardedProtocol(HttpToolsProtocol):
     # parser callbacks ----------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.head_size = self.header_count = 0
         if self.head_since is None:
             self.head_since = self.loop.time()
 
@@ -166,25 +163,11 @@ class GuardedProtocol(HttpToolsProtocol):
             detail = f"The request line is longer than {limit} bytes."
             raise Refusal(REQUEST_LINE_TOO_LONG, detail)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        limits = self.limits
-        line = len(name) + len(value) + 4  # ": " and CRLF
-        self.head_size += line
-        self.header_count += 1
-        if line > limits.max_header_line:
-            detail = f"A header line is longer than {limits.max_header_line} bytes."
-            raise Refusal(HEAD_TOO_LARGE, detail)
-        if self.header_count > limits.max_headers:
-            detail = f"The request has more than {limits.max_headers} header lines."
-            raise Refusal(HEAD_TOO_LARGE, detail)
-        if self.head_size + len(self.url) > limits.max_head:
-            detail = f"The request head is larger than {limits.max_head} bytes."
-            raise Refusal(HEAD_TOO_LARGE, detail)
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         parser = self.parser
-        refusal = check_head(parser.get_method(), parser.get_http_version(), self.headers)
+        refusal = self.check_head_size() or check_head(
+            parser.get_method(), parser.get_http_version(), self.headers
+        )
         if refusal is not None:
             raise refusal  # httptools stops; data_received answers it
         self.reading_head = False
@@ -193,6 +176,30 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.book is not None:
             self.book.busy(self)
         self.begin_request()
+
+    def check_head_size(self) -> Refusal | None:
+        """The header count, each header line and the whole head, checked once the head is
+        parsed. (A head cannot grow past ``max_head`` unseen: ``data_received`` counts the
+        bytes of an incomplete head, so what one read can hold bounds what is parsed here.)"""
+        limits = self.limits
+        headers = self.headers
+        if len(headers) > limits.max_headers:
+            detail = f"The request has more than {limits.max_headers} header lines."
+            return Refusal(HEAD_TOO_LARGE, detail)
+        size = len(self.url)
+        longest = 0
+        for name, value in headers:
+            line = len(name) + len(value) + 4  # ": " and CRLF
+            size += line
+            if line > longest:
+                longest = line
+        if longest > limits.max_header_line:
+            detail = f"A header line is longer than {limits.max_header_line} bytes."
+            return Refusal(HEAD_TOO_LARGE, detail)
+        if size > limits.max_head:
+            detail = f"The request head is larger than {limits.max_head} bytes."
+            return Refusal(HEAD_TOO_LARGE, detail)
+        return None
 
     def begin_request(self) -> None:
         """Handle a request whose head passed every check (uvicorn's ASGI cycle)."""
