@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from ..conftest import REDIS_URL, require_service
 from ..gateway.conftest import apply
-from .conftest import config, running, subscribe
+from .conftest import Served, config, subscribe
 
 pytestmark = pytest.mark.anyio
 
@@ -38,13 +38,13 @@ def clock() -> Clock:
 
 
 async def test_rate_limit_counts_per_subscription_and_says_when_to_retry(
-    engine: Engine, database_url: str, store_url: str, clock: Clock
+    engine: Engine, database_url: str, served: Served, store_url: str, clock: Clock
 ) -> None:
     cfg = config([{"type": "rate-limit", "period": "3/90s", "name": "burst"}])
     apply(engine, cfg)
     keys = subscribe(engine)
     other = subscribe(engine, "other@example.com")
-    async with running(engine, database_url, cfg, clock=clock, redis_url=store_url) as (_, client):
+    async with served(engine, database_url, cfg, clock=clock, redis_url=store_url) as (_, client):
         answers = [
             await client.get("/echo/x", headers={"X-API-Key": keys.primary}) for _ in range(4)
         ]
@@ -66,12 +66,12 @@ async def test_rate_limit_counts_per_subscription_and_says_when_to_retry(
 
 
 async def test_user_key_counts_all_of_a_developers_subscriptions(
-    engine: Engine, database_url: str, clock: Clock
+    engine: Engine, database_url: str, served: Served, clock: Clock
 ) -> None:
     cfg = config([{"type": "rate-limit", "calls": 2, "period": 60, "key": "user"}])
     apply(engine, cfg)
     first, second = subscribe(engine), subscribe(engine)  # one user, two subscriptions
-    async with running(engine, database_url, cfg, clock=clock) as (_, client):
+    async with served(engine, database_url, cfg, clock=clock) as (_, client):
         codes = [
             (await client.get("/echo/x", headers={"X-API-Key": k.primary})).status_code
             for k in (first, second, first)
@@ -79,14 +79,16 @@ async def test_user_key_counts_all_of_a_developers_subscriptions(
     assert codes == [200, 200, 429]
 
 
-async def test_ip_and_header_keys(engine: Engine, database_url: str, clock: Clock) -> None:
+async def test_ip_and_header_keys(
+    engine: Engine, database_url: str, served: Served, clock: Clock
+) -> None:
     cfg = config(
         [],
         open_policies=[
             {"type": "rate-limit", "calls": 1, "period": 60, "key": "header:X-Tenant"},
         ],
     )
-    async with running(engine, database_url, cfg, clock=clock) as (_, client):
+    async with served(engine, database_url, cfg, clock=clock) as (_, client):
         a1 = await client.get("/open/x", headers={"X-Tenant": "a"})
         a2 = await client.get("/open/x", headers={"X-Tenant": "a"})
         b1 = await client.get("/open/x", headers={"X-Tenant": "b"})
@@ -94,7 +96,7 @@ async def test_ip_and_header_keys(engine: Engine, database_url: str, clock: Cloc
 
 
 async def test_several_limits_report_the_one_closest_to_running_out(
-    engine: Engine, database_url: str, clock: Clock
+    engine: Engine, database_url: str, served: Served, clock: Clock
 ) -> None:
     cfg = config(
         [
@@ -104,7 +106,7 @@ async def test_several_limits_report_the_one_closest_to_running_out(
     )
     apply(engine, cfg)
     keys = subscribe(engine)
-    async with running(engine, database_url, cfg, clock=clock) as (_, client):
+    async with served(engine, database_url, cfg, clock=clock) as (_, client):
         headers = {"X-API-Key": keys.primary}
         first = await client.get("/echo/x", headers=headers)
         assert first.headers["ratelimit-policy"] == '"minute";q=100;w=60, "daily";q=2;w=86400'
@@ -117,7 +119,7 @@ async def test_several_limits_report_the_one_closest_to_running_out(
 
 
 async def test_monthly_quota_resets_on_the_first_and_can_answer_403(
-    engine: Engine, database_url: str, store_url: str
+    engine: Engine, database_url: str, served: Served, store_url: str
 ) -> None:
     cfg = config(
         [{"type": "quota", "calls": 2, "period": "month", "status": 403, "name": "monthly"}]
@@ -126,7 +128,7 @@ async def test_monthly_quota_resets_on_the_first_and_can_answer_403(
     keys = subscribe(engine)
     year = 2100 + uuid.uuid4().int % 6000  # Redis counters of earlier runs stay apart
     clock = Clock(datetime(year, 1, 31, 23, 59, 0, tzinfo=UTC).timestamp())
-    async with running(engine, database_url, cfg, clock=clock, redis_url=store_url) as (_, c):
+    async with served(engine, database_url, cfg, clock=clock, redis_url=store_url) as (_, c):
         headers = {"X-API-Key": keys.primary}
         codes = [(await c.get("/echo/x", headers=headers)).status_code for _ in range(3)]
         assert codes == [200, 200, 403]
@@ -137,12 +139,12 @@ async def test_monthly_quota_resets_on_the_first_and_can_answer_403(
 
 
 async def test_byte_quota_stops_calls_once_used_up(
-    engine: Engine, database_url: str, clock: Clock
+    engine: Engine, database_url: str, served: Served, clock: Clock
 ) -> None:
     cfg = config([{"type": "quota", "bytes": 1000, "period": "day"}])
     apply(engine, cfg)
     keys = subscribe(engine)
-    async with running(engine, database_url, cfg, clock=clock) as (_, client):
+    async with served(engine, database_url, cfg, clock=clock) as (_, client):
         headers = {"X-API-Key": keys.primary}
         big = await client.post("/echo/upload", content=b"x" * 1500, headers=headers)
         assert big.status_code == 200  # it started under the quota, so it completes
@@ -152,7 +154,7 @@ async def test_byte_quota_stops_calls_once_used_up(
 
 
 async def test_hidden_headers_and_operation_scope(
-    engine: Engine, database_url: str, clock: Clock
+    engine: Engine, database_url: str, served: Served, clock: Clock
 ) -> None:
     cfg: dict[str, Any] = config([])
     cfg["apis"]["echo"]["operations"] = [
@@ -165,7 +167,7 @@ async def test_hidden_headers_and_operation_scope(
     ]
     apply(engine, cfg)
     keys = subscribe(engine)
-    async with running(engine, database_url, cfg, clock=clock) as (_, client):
+    async with served(engine, database_url, cfg, clock=clock) as (_, client):
         headers = {"X-API-Key": keys.primary}
         first = await client.get("/echo/limited", headers=headers)
         second = await client.get("/echo/limited", headers=headers)
@@ -176,7 +178,7 @@ async def test_hidden_headers_and_operation_scope(
 
 
 async def test_product_scope_quota_applies_to_its_subscribers_only(
-    engine: Engine, database_url: str, clock: Clock
+    engine: Engine, database_url: str, served: Served, clock: Clock
 ) -> None:
     cfg = config(
         [],
@@ -191,7 +193,7 @@ async def test_product_scope_quota_applies_to_its_subscribers_only(
     apply(engine, cfg)
     starter = subscribe(engine)
     gold = subscribe(engine, "gold@example.com", "gold")
-    async with running(engine, database_url, cfg, clock=clock) as (_, client):
+    async with served(engine, database_url, cfg, clock=clock) as (_, client):
         s = [
             (await client.get("/echo/x", headers={"X-API-Key": starter.primary})).status_code
             for _ in range(2)

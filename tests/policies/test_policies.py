@@ -11,16 +11,16 @@ from sqlalchemy import Engine
 from tollway.settings import Settings
 
 from ..gateway.conftest import apply
-from .conftest import config, running, subscribe
+from .conftest import Served, config, subscribe
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_ip_filter_denies_ranges_and_ignores_spoofed_forwarded_for(
-    engine: Engine, database_url: str
+    engine: Engine, database_url: str, served: Served
 ) -> None:
-    cfg = config([], open_policies=[{"type": "ip-filter", "deny": ["203.0.113.0/24"]}])
-    async with running(engine, database_url, cfg) as (_, client):
+    cfg = config([], open_policies=[{"type": "ip-filter", "deny": ["127.0.0.0/8"]}])
+    async with served(engine, database_url, cfg) as (_, client):
         denied = await client.get("/open/x")
         spoofed = await client.get("/open/x", headers={"X-Forwarded-For": "198.51.100.1"})
     assert denied.status_code == 403
@@ -29,10 +29,10 @@ async def test_ip_filter_denies_ranges_and_ignores_spoofed_forwarded_for(
 
 
 async def test_ip_filter_allow_list_believes_trusted_proxies_only(
-    engine: Engine, database_url: str
+    engine: Engine, database_url: str, served: Served
 ) -> None:
     cfg = config([], open_policies=[{"type": "ip-filter", "allow": ["198.51.100.0/24", "::1"]}])
-    async with running(engine, database_url, cfg, trusted_proxies=["203.0.113.7"]) as (_, client):
+    async with served(engine, database_url, cfg, trusted_proxies=["127.0.0.1"]) as (_, client):
         through_proxy = await client.get("/open/x", headers={"X-Forwarded-For": "198.51.100.9"})
         other = await client.get("/open/x", headers={"X-Forwarded-For": "192.0.2.1"})
         proxy_itself = await client.get("/open/x")
@@ -48,8 +48,10 @@ CORS = {
 }
 
 
-async def test_cors_preflight_is_answered_without_a_key(engine: Engine, database_url: str) -> None:
-    async with running(engine, database_url, config([CORS])) as (_, client):
+async def test_cors_preflight_is_answered_without_a_key(
+    engine: Engine, database_url: str, served: Served
+) -> None:
+    async with served(engine, database_url, config([CORS])) as (_, client):
         preflight = await client.options(
             "/echo/x",
             headers={
@@ -80,10 +82,12 @@ async def test_cors_preflight_is_answered_without_a_key(engine: Engine, database
     assert "access-control-allow-origin" not in evil.headers
 
 
-async def test_cors_headers_reach_answers_and_refusals(engine: Engine, database_url: str) -> None:
+async def test_cors_headers_reach_answers_and_refusals(
+    engine: Engine, database_url: str, served: Served
+) -> None:
     apply(engine, config([CORS]))
     keys = subscribe(engine)
-    async with running(engine, database_url, config([CORS])) as (_, client):
+    async with served(engine, database_url, config([CORS])) as (_, client):
         origin = {"Origin": "https://app.example.com"}
         ok = await client.get("/echo/x", headers={**origin, "X-API-Key": keys.primary})
         refused = await client.get("/echo/x", headers=origin)
@@ -96,7 +100,7 @@ async def test_cors_headers_reach_answers_and_refusals(engine: Engine, database_
 
 
 async def test_set_header_injects_a_secret_the_client_never_sees(
-    engine: Engine, database_url: str
+    engine: Engine, database_url: str, served: Served
 ) -> None:
     cfg = config(
         [],
@@ -111,7 +115,7 @@ async def test_set_header_injects_a_secret_the_client_never_sees(
             }
         ],
     )
-    async with running(engine, database_url, cfg) as (_, client):
+    async with served(engine, database_url, cfg) as (_, client):
         response = await client.get(
             "/open/x", headers={"X-Functions-Key": "client-guess", "X-Internal": "1"}
         )
@@ -124,10 +128,10 @@ async def test_set_header_injects_a_secret_the_client_never_sees(
 
 
 async def test_cache_serves_repeats_and_respects_the_backend(
-    engine: Engine, database_url: str
+    engine: Engine, database_url: str, served: Served
 ) -> None:
     cache: dict[str, Any] = {"type": "cache", "ttl": 60, "vary_by_query": ["q"]}
-    async with running(engine, database_url, config([], open_policies=[cache])) as (_, client):
+    async with served(engine, database_url, config([], open_policies=[cache])) as (_, client):
         first = await client.get("/open/doc?q=1&noise=a")
         second = await client.get("/open/doc?noise=b&q=1")
         other = await client.get("/open/doc?q=2")
@@ -154,9 +158,9 @@ async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
-async def test_request_size_limit(engine: Engine, database_url: str) -> None:
+async def test_request_size_limit(engine: Engine, database_url: str, served: Served) -> None:
     cfg = config([], open_policies=[{"type": "request-size-limit", "max_bytes": 100}])
-    async with running(engine, database_url, cfg) as (_, client):
+    async with served(engine, database_url, cfg) as (_, client):
         small = await client.post("/open/upload", content=b"x" * 100)
         large = await client.post("/open/upload", content=b"x" * 101)
         streamed = await client.post("/open/upload", content=chunks(b"x" * 60, b"x" * 60))
@@ -166,9 +170,11 @@ async def test_request_size_limit(engine: Engine, database_url: str) -> None:
     assert streamed.status_code == 413
 
 
-async def test_timeout_policy_cuts_a_slow_backend_short(engine: Engine, database_url: str) -> None:
+async def test_timeout_policy_cuts_a_slow_backend_short(
+    engine: Engine, database_url: str, served: Served
+) -> None:
     cfg = config([], open_policies=[{"type": "timeout", "seconds": 0.2}])
-    async with running(engine, database_url, cfg) as (_, client):
+    async with served(engine, database_url, cfg) as (_, client):
         slow = await client.get("/open/slow?seconds=5")
         fine = await client.get("/open/fine")
     assert slow.status_code == 504 and fine.status_code == 200
