@@ -20,6 +20,7 @@ from tollway.settings import Settings
 from tollway.site.compose import create_gateway
 
 from ..gateway.conftest import SECRET, apply
+from ..gateway.test_usage import usage_rows
 from ..servers import serve_gateway, serve_in_thread
 
 ECHO = {"app": "tollway.samples.echo:app"}
@@ -130,3 +131,8 @@ async def running(
     finally:
         await gateway.shutdown()
         await gateway.counters.aclose()
+
+
+def calls(engine: Engine) -> dict[tuple[int, str, int], int]:
+    """Calls in the usage rows by (subscription id, 0 for none; API; status class)."""
+    return {key: totals[0] for key, totals in usage_rows(engine).items()}

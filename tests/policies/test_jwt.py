@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from tollway.types import Receive, Scope, Send
 
 from ..servers import serve_in_thread
-from .conftest import Served, config
+from .conftest import Served, calls, config
 
 pytestmark = pytest.mark.anyio
 
@@ -84,6 +84,7 @@ async def test_valid_tokens_pass_and_claims_reach_the_backend(
     assert ok.status_code == 200
     assert dict(ok.json()["headers"])["x-user-id"] == "dev-42"
     assert rotated.status_code == 200
+    assert calls(engine) == {(0, "open", 2): 2}
 
 
 BAD_TOKENS: list[tuple[Callable[[Issuer], str | None], str]] = [
@@ -109,6 +110,7 @@ async def test_bad_tokens_get_401_with_a_reason(
             assert response.json()["type"] == "/-/problems/invalid-token"
             assert reason in response.json()["detail"]
             assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    assert calls(engine) == {(0, "open", 4): len(BAD_TOKENS)}
 
 
 async def test_validate_jwt_runs_on_the_fast_path(
@@ -152,3 +154,4 @@ async def test_invalid_tokens_do_not_spend_the_rate_limit(
         admitted = [(await client.get("/open/x", headers=good)).status_code for _ in range(3)]
     assert refused == [401, 401, 401]
     assert admitted == [200, 200, 429]
+    assert calls(sqlite_engine) == {(0, "open", 4): 4, (0, "open", 2): 2}

@@ -11,7 +11,8 @@ from sqlalchemy import Engine
 
 from ..conftest import REDIS_URL, require_service
 from ..gateway.conftest import apply
-from .conftest import Served, config, subscribe
+from ..gateway.test_usage import usage_rows
+from .conftest import Served, calls, config, subscribe
 
 pytestmark = pytest.mark.anyio
 
@@ -63,6 +64,8 @@ async def test_rate_limit_counts_per_subscription_and_says_when_to_retry(
         # 90 s later the window has slid past.
         clock.now += 181
         assert (await client.get("/echo/x", headers={"X-API-Key": keys.primary})).is_success
+    mine, theirs = keys.subscription.id, other.subscription.id
+    assert calls(engine) == {(mine, "echo", 2): 4, (mine, "echo", 4): 2, (theirs, "echo", 2): 1}
 
 
 async def test_user_key_counts_all_of_a_developers_subscriptions(
@@ -77,6 +80,8 @@ async def test_user_key_counts_all_of_a_developers_subscriptions(
             for k in (first, second, first)
         ]
     assert codes == [200, 200, 429]
+    one, two = first.subscription.id, second.subscription.id
+    assert calls(engine) == {(one, "echo", 2): 1, (two, "echo", 2): 1, (one, "echo", 4): 1}
 
 
 async def test_ip_and_header_keys(
@@ -93,6 +98,7 @@ async def test_ip_and_header_keys(
         a2 = await client.get("/open/x", headers={"X-Tenant": "a"})
         b1 = await client.get("/open/x", headers={"X-Tenant": "b"})
     assert (a1.status_code, a2.status_code, b1.status_code) == (200, 429, 200)
+    assert calls(engine) == {(0, "open", 2): 2, (0, "open", 4): 1}
 
 
 async def test_several_limits_report_the_one_closest_to_running_out(
@@ -116,6 +122,8 @@ async def test_several_limits_report_the_one_closest_to_running_out(
     assert over.status_code == 429
     assert over.json()["type"] == "/-/problems/quota-exceeded"
     assert over.json()["quota"] == "daily"
+    sid = keys.subscription.id
+    assert calls(engine) == {(sid, "echo", 2): 2, (sid, "echo", 4): 1}
 
 
 async def test_monthly_quota_resets_on_the_first_and_can_answer_403(
@@ -136,6 +144,8 @@ async def test_monthly_quota_resets_on_the_first_and_can_answer_403(
         assert refused.headers["retry-after"] == "60"  # a minute to February
         clock.now += 60
         assert (await c.get("/echo/x", headers=headers)).status_code == 200
+    sid = keys.subscription.id
+    assert calls(engine) == {(sid, "echo", 2): 3, (sid, "echo", 4): 2}
 
 
 async def test_byte_quota_stops_calls_once_used_up(
@@ -151,6 +161,9 @@ async def test_byte_quota_stops_calls_once_used_up(
         after = await client.get("/echo/x", headers=headers)
     assert after.status_code == 429
     assert "content-bytes" in after.headers["ratelimit-policy"]
+    rows = usage_rows(engine)
+    assert rows[(keys.subscription.id, "echo", 2)][:2] == (1, 1500)  # (calls, bytes in)
+    assert rows[(keys.subscription.id, "echo", 4)][0] == 1
 
 
 async def test_hidden_headers_and_operation_scope(
@@ -175,6 +188,8 @@ async def test_hidden_headers_and_operation_scope(
     assert "ratelimit" not in first.headers
     assert second.status_code == 429 and "retry-after" in second.headers
     assert all(r.status_code == 200 for r in free)
+    sid = keys.subscription.id
+    assert calls(engine) == {(sid, "echo", 2): 4, (sid, "echo", 4): 1}
 
 
 async def test_product_scope_quota_applies_to_its_subscribers_only(
@@ -203,3 +218,5 @@ async def test_product_scope_quota_applies_to_its_subscribers_only(
             for _ in range(2)
         ]
     assert (s, g) == ([200, 429], [200, 200])
+    s_id, g_id = starter.subscription.id, gold.subscription.id
+    assert calls(engine) == {(s_id, "echo", 2): 1, (s_id, "echo", 4): 1, (g_id, "echo", 2): 2}

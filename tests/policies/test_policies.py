@@ -11,7 +11,8 @@ from sqlalchemy import Engine
 from tollway.settings import Settings
 
 from ..gateway.conftest import apply
-from .conftest import Served, config, subscribe
+from ..gateway.test_usage import usage_rows
+from .conftest import Served, calls, config, subscribe
 
 pytestmark = pytest.mark.anyio
 
@@ -26,6 +27,7 @@ async def test_ip_filter_denies_ranges_and_ignores_spoofed_forwarded_for(
     assert denied.status_code == 403
     assert denied.json()["type"] == "/-/problems/ip-forbidden"
     assert spoofed.status_code == 403  # the peer is not a trusted proxy: the header is ignored
+    assert calls(engine) == {(0, "open", 4): 2}  # refusals are counted too
 
 
 async def test_ip_filter_allow_list_believes_trusted_proxies_only(
@@ -38,6 +40,7 @@ async def test_ip_filter_allow_list_believes_trusted_proxies_only(
         proxy_itself = await client.get("/open/x")
     assert through_proxy.status_code == 200
     assert (other.status_code, proxy_itself.status_code) == (403, 403)
+    assert calls(engine) == {(0, "open", 2): 1, (0, "open", 4): 2}
 
 
 CORS = {
@@ -80,6 +83,7 @@ async def test_cors_preflight_is_answered_without_a_key(
     assert pattern.status_code == 204
     assert (evil.status_code, method.status_code) == (403, 403)
     assert "access-control-allow-origin" not in evil.headers
+    assert calls(engine) == {(0, "echo", 2): 2, (0, "echo", 4): 2}  # preflights carry no key
 
 
 async def test_cors_headers_reach_answers_and_refusals(
@@ -97,6 +101,7 @@ async def test_cors_headers_reach_answers_and_refusals(
     assert refused.status_code == 401  # browser code can read why
     assert refused.headers["access-control-allow-origin"] == "https://app.example.com"
     assert "access-control-allow-origin" not in foreign.headers
+    assert calls(engine) == {(keys.subscription.id, "echo", 2): 1, (0, "echo", 4): 2}
 
 
 async def test_set_header_injects_a_secret_the_client_never_sees(
@@ -125,6 +130,7 @@ async def test_set_header_injects_a_secret_the_client_never_sees(
     assert response.headers["x-served-by"] == "tollway"
     assert "content-type" not in response.headers
     assert "fak-very-secret" not in str(response.headers)
+    assert calls(engine) == {(0, "open", 2): 1}
 
 
 async def test_cache_serves_repeats_and_respects_the_backend(
@@ -150,6 +156,7 @@ async def test_cache_serves_repeats_and_respects_the_backend(
     assert all("x-cache" not in r.headers for r in post)
     assert head.headers["x-cache"] == "HIT"  # answered from the GET entry, without a body
     assert head.headers["content-length"] == first.headers["content-length"]
+    assert calls(engine) == {(0, "open", 2): 10}  # answers from the cache are calls too
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -168,6 +175,9 @@ async def test_request_size_limit(engine: Engine, database_url: str, served: Ser
     assert large.status_code == 413
     assert large.json()["type"] == "/-/problems/request-too-large"
     assert streamed.status_code == 413
+    rows = usage_rows(engine)
+    assert rows[(0, "open", 2)][:2] == (1, 100)  # (calls, bytes in)
+    assert rows[(0, "open", 4)][0] == 2
 
 
 async def test_timeout_policy_cuts_a_slow_backend_short(
@@ -178,6 +188,7 @@ async def test_timeout_policy_cuts_a_slow_backend_short(
         slow = await client.get("/open/slow?seconds=5")
         fine = await client.get("/open/fine")
     assert slow.status_code == 504 and fine.status_code == 200
+    assert calls(engine) == {(0, "open", 2): 1, (0, "open", 5): 1}
 
 
 def test_settings_default_to_memory_store() -> None:
