@@ -83,16 +83,18 @@ Served = Callable[..., AbstractAsyncContextManager[tuple[Gateway, httpx.AsyncCli
 
 
 @pytest.fixture
-def served(transport: str, echo_url: str) -> Served:
+def served(transport: str, echo_url: str, asgi_api_calls: list[str]) -> Served:
     """``served(engine, database_url, cfg, clock=..., **settings)``: like ``running`` but over
-    real sockets on 127.0.0.1, on both transports; the client's address is 127.0.0.1."""
-    return partial(serving, transport, echo_url)
+    real sockets on 127.0.0.1, on both transports; the client's address is 127.0.0.1. On the
+    fast transport it also checks that no call was handed over to the ASGI transport."""
+    return partial(serving, transport, echo_url, asgi_api_calls)
 
 
 @asynccontextmanager
 async def serving(
     transport: str,
     echo_url: str,
+    handed_over: list[str],
     engine: Engine,
     database_url: str,
     cfg: dict[str, Any],
@@ -109,6 +111,8 @@ async def serving(
     with serve_gateway(gateway, transport) as base:
         async with httpx.AsyncClient(base_url=base) as client:
             yield gateway, client
+    if transport == "fast":
+        assert handed_over == [], "the fast transport handed these calls to the ASGI transport"
 
 
 @asynccontextmanager

@@ -1,4 +1,5 @@
-"""validate-jwt against a real JWKS endpoint on 127.0.0.1, with key rotation."""
+"""validate-jwt against a real JWKS endpoint on 127.0.0.1, with key rotation, over real sockets on
+both transports."""
 
 from __future__ import annotations
 

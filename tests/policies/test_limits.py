@@ -1,4 +1,6 @@
-"""Rate limits and quotas through the gateway: what a client sees (429s, headers, resets)."""
+"""Rate limits and quotas through the gateway over real sockets on both transports: what a
+client sees (429s, headers, resets) and the usage rows they leave. The injected clock is read
+in the server's thread, so a test crosses window boundaries without sleeping."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""IP filter, CORS, set-header, cache, size limit and timeout through the gateway."""
+"""IP filter, CORS, set-header, cache, size limit and timeout through the gateway, over real
+sockets on both transports, and the usage rows they leave."""
 
 from __future__ import annotations
 
