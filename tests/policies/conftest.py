@@ -64,6 +64,7 @@ def build(
     clock: Callable[[], float] | None,
     **settings: Any,
 ) -> Gateway:
+    """Apply ``cfg`` to the store and compose a gateway over it (not started)."""
     apply(engine, cfg)
     options = {"database_url": database_url, "secret_key": SECRET, **settings}
     kwargs: dict[str, Any] = {"engine": engine}
@@ -74,7 +75,8 @@ def build(
 
 @pytest.fixture(scope="session")
 def echo_url() -> Iterator[str]:
-    """The echo backend over a real socket, one for the session (tests share no state in it)."""
+    """The echo backend over a real socket, one for the session (its ``served`` counter is only
+    compared within a test)."""
     with serve_in_thread(echo_app) as base:
         yield base
 
@@ -125,7 +127,8 @@ async def running(
     clock: Callable[[], float] | None = None,
     **settings: Any,
 ) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient]]:
-    """In-process (httpx's ASGITransport, neither transport): only for what sockets cannot show."""
+    """In-process (httpx's ASGITransport, neither transport): only for what sockets cannot show;
+    a test that uses it says why in a comment. None does today."""
     gateway = build(engine, database_url, cfg, clock, **settings)
     await gateway.startup()
     transport = httpx.ASGITransport(app=gateway, client=(client_ip, 50000))
