@@ -1,21 +1,27 @@
-"""A gateway over a config with policies, driven in-process (and its store on memory or Redis)."""
+"""A gateway over a config with policies, over real sockets on both transports (``served``) or
+driven in-process where a test needs it (``running``); its store on memory or Redis."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import Engine
 
 from tollway.db.session import session_factory, transaction
 from tollway.gateway.exchange.gateway import Gateway
+from tollway.samples.echo import app as echo_app
 from tollway.services import subscriptions, users
 from tollway.settings import Settings
 from tollway.site.compose import create_gateway
 
 from ..gateway.conftest import SECRET, apply
+from ..gateway.test_usage import usage_rows
+from ..servers import serve_gateway, serve_in_thread
 
 ECHO = {"app": "tollway.samples.echo:app"}
 
@@ -51,6 +57,66 @@ def subscribe(engine: Engine, email: str = "dev@example.com", product: str = "st
         )
 
 
+def build(
+    engine: Engine,
+    database_url: str,
+    cfg: dict[str, Any],
+    clock: Callable[[], float] | None,
+    **settings: Any,
+) -> Gateway:
+    """Apply ``cfg`` to the store and compose a gateway over it (not started)."""
+    apply(engine, cfg)
+    options = {"database_url": database_url, "secret_key": SECRET, **settings}
+    kwargs: dict[str, Any] = {"engine": engine}
+    if clock is not None:
+        kwargs["clock"] = clock  # (read in the server's thread: a test moves it between calls)
+    return create_gateway(Settings(**options), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def echo_url() -> Iterator[str]:
+    """The echo backend over a real socket, one for the session (its ``served`` counter is only
+    compared within a test)."""
+    with serve_in_thread(echo_app) as base:
+        yield base
+
+
+Served = Callable[..., AbstractAsyncContextManager[tuple[Gateway, httpx.AsyncClient]]]
+
+
+@pytest.fixture
+def served(transport: str, echo_url: str, asgi_api_calls: list[str]) -> Served:
+    """``served(engine, database_url, cfg, clock=..., **settings)``: like ``running`` but over
+    real sockets on 127.0.0.1, on both transports; the client's address is 127.0.0.1. On the
+    fast transport it also checks that no call was handed over to the ASGI transport."""
+    return partial(serving, transport, echo_url, asgi_api_calls)
+
+
+@asynccontextmanager
+async def serving(
+    transport: str,
+    echo_url: str,
+    handed_over: list[str],
+    engine: Engine,
+    database_url: str,
+    cfg: dict[str, Any],
+    *,
+    clock: Callable[[], float] | None = None,
+    **settings: Any,
+) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient]]:
+    """The same config with its echo backend over a socket; the gateway served on ``transport``."""
+    backends = {
+        name: {"url": echo_url} if backend == ECHO else backend
+        for name, backend in cfg["backends"].items()
+    }
+    gateway = build(engine, database_url, {**cfg, "backends": backends}, clock, **settings)
+    with serve_gateway(gateway, transport) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            yield gateway, client
+    if transport == "fast":
+        assert handed_over == [], "the fast transport handed these calls to the ASGI transport"
+
+
 @asynccontextmanager
 async def running(
     engine: Engine,
@@ -61,12 +127,9 @@ async def running(
     clock: Callable[[], float] | None = None,
     **settings: Any,
 ) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient]]:
-    apply(engine, cfg)
-    options = {"database_url": database_url, "secret_key": SECRET, **settings}
-    kwargs: dict[str, Any] = {"engine": engine}
-    if clock is not None:
-        kwargs["clock"] = clock
-    gateway = create_gateway(Settings(**options), **kwargs)
+    """In-process (httpx's ASGITransport, neither transport): only for what sockets cannot show;
+    a test that uses it says why in a comment. None does today."""
+    gateway = build(engine, database_url, cfg, clock, **settings)
     await gateway.startup()
     transport = httpx.ASGITransport(app=gateway, client=(client_ip, 50000))
     try:
@@ -75,3 +138,8 @@ async def running(
     finally:
         await gateway.shutdown()
         await gateway.counters.aclose()
+
+
+def calls(engine: Engine) -> dict[tuple[int, str, int], int]:
+    """Calls in the usage rows by (subscription id, 0 for none; API; status class)."""
+    return {key: totals[0] for key, totals in usage_rows(engine).items()}

@@ -1,26 +1,22 @@
-"""validate-jwt against a real JWKS endpoint on 127.0.0.1, with key rotation."""
+"""validate-jwt against a real JWKS endpoint on 127.0.0.1, with key rotation, over real sockets on
+both transports."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine
 
-from tollway.samples.echo import app as echo_app
-from tollway.settings import Settings
-from tollway.site.compose import create_gateway
 from tollway.types import Receive, Scope, Send
 
-from ..gateway.conftest import SECRET, apply
-from ..servers import serve_gateway, serve_in_thread
-from .conftest import config, running
+from ..servers import serve_in_thread
+from .conftest import Served, calls, config
 
 pytestmark = pytest.mark.anyio
 
@@ -76,10 +72,10 @@ def jwt_config(jwks: str) -> dict[str, Any]:
 
 
 async def test_valid_tokens_pass_and_claims_reach_the_backend(
-    engine: Engine, database_url: str, issuer: tuple[Issuer, str]
+    engine: Engine, database_url: str, issuer: tuple[Issuer, str], served: Served
 ) -> None:
     found, jwks = issuer
-    async with running(engine, database_url, jwt_config(jwks)) as (_, client):
+    async with served(engine, database_url, jwt_config(jwks)) as (_, client):
         ok = await client.get(
             "/open/x",
             headers={"Authorization": f"Bearer {found.token()}", "X-User-Id": "spoofed"},
@@ -89,58 +85,53 @@ async def test_valid_tokens_pass_and_claims_reach_the_backend(
     assert ok.status_code == 200
     assert dict(ok.json()["headers"])["x-user-id"] == "dev-42"
     assert rotated.status_code == 200
+    assert calls(engine) == {(0, "open", 2): 2}
 
 
-@pytest.mark.parametrize(
-    ("make", "reason"),
-    [
-        (lambda i: None, "bearer token is required"),
-        (lambda i: "not-a-jwt", "not a well-formed JWT"),
-        (lambda i: i.token(exp=int(time.time()) - 3600), "expired"),
-        (lambda i: i.token(aud="someone-else"), "audience"),
-        (lambda i: i.token(iss="https://evil.test"), "another issuer"),
-        (lambda i: jwt.encode({"sub": "x", "exp": 2**33}, "k" * 32, "HS256"), "signature"),
-    ],
-)
+BAD_TOKENS: list[tuple[Callable[[Issuer], str | None], str]] = [
+    (lambda i: None, "bearer token is required"),
+    (lambda i: "not-a-jwt", "not a well-formed JWT"),
+    (lambda i: i.token(exp=int(time.time()) - 3600), "expired"),
+    (lambda i: i.token(aud="someone-else"), "audience"),
+    (lambda i: i.token(iss="https://evil.test"), "another issuer"),
+    (lambda i: jwt.encode({"sub": "x", "exp": 2**33}, "k" * 32, "HS256"), "signature"),
+]
+
+
 async def test_bad_tokens_get_401_with_a_reason(
-    engine: Engine, database_url: str, issuer: tuple[Issuer, str], make: Any, reason: str
+    engine: Engine, database_url: str, issuer: tuple[Issuer, str], served: Served
 ) -> None:
     found, jwks = issuer
-    token = make(found)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with running(engine, database_url, jwt_config(jwks)) as (_, client):
-        response = await client.get("/open/x", headers=headers)
-    assert response.status_code == 401
-    assert response.json()["type"] == "/-/problems/invalid-token"
-    assert reason in response.json()["detail"]
-    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    async with served(engine, database_url, jwt_config(jwks)) as (_, client):  # one for all six
+        for make, reason in BAD_TOKENS:
+            token = make(found)
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            response = await client.get("/open/x", headers=headers)
+            assert response.status_code == 401, reason
+            assert response.json()["type"] == "/-/problems/invalid-token"
+            assert reason in response.json()["detail"]
+            assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    assert calls(engine) == {(0, "open", 4): len(BAD_TOKENS)}
 
 
-def test_validate_jwt_over_sockets_on_both_transports(
+async def test_validate_jwt_runs_on_the_fast_path(
     sqlite_engine: Engine,
     sqlite_url: str,
     issuer: tuple[Issuer, str],
+    served: Served,
     transport: str,
     asgi_api_calls: list[str],
 ) -> None:
     """The same answers on the fast path (validate-jwt runs there) and the ASGI path."""
     found, jwks = issuer
-    cfg = jwt_config(jwks)
-    with serve_in_thread(echo_app) as echo:
-        cfg["backends"] = {"echo": {"url": echo}}
-        apply(sqlite_engine, cfg)
-        gateway = create_gateway(
-            Settings(database_url=sqlite_url, secret_key=SECRET),  # type: ignore[arg-type]
-            engine=sqlite_engine,
+    async with served(sqlite_engine, sqlite_url, jwt_config(jwks)) as (_, client):
+        ok = await client.get(
+            "/open/x",
+            headers={"Authorization": f"Bearer {found.token()}", "X-User-Id": "spoofed"},
         )
-        with serve_gateway(gateway, transport) as base:
-            ok = httpx.get(
-                f"{base}/open/x",
-                headers={"Authorization": f"Bearer {found.token()}", "X-User-Id": "spoofed"},
-            )
-            refused = httpx.get(
-                f"{base}/open/x", headers={"Authorization": f"Bearer {found.token(aud='other')}"}
-            )
+        refused = await client.get(
+            "/open/x", headers={"Authorization": f"Bearer {found.token(aud='other')}"}
+        )
     assert ok.status_code == 200 and dict(ok.json()["headers"])["x-user-id"] == "dev-42"
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
@@ -148,8 +139,8 @@ def test_validate_jwt_over_sockets_on_both_transports(
     assert asgi_api_calls == ([] if transport == "fast" else ["/open/x"] * 2)
 
 
-def test_invalid_tokens_do_not_spend_the_rate_limit(
-    sqlite_engine: Engine, sqlite_url: str, issuer: tuple[Issuer, str], transport: str
+async def test_invalid_tokens_do_not_spend_the_rate_limit(
+    sqlite_engine: Engine, sqlite_url: str, issuer: tuple[Issuer, str], served: Served
 ) -> None:
     """validate-jwt comes before rate limits in the phase order, on memory counters too."""
     found, jwks = issuer
@@ -157,17 +148,11 @@ def test_invalid_tokens_do_not_spend_the_rate_limit(
     cfg["apis"]["open"]["policies"].append(
         {"type": "rate-limit", "calls": 2, "period": 60, "key": "ip"}
     )
-    with serve_in_thread(echo_app) as echo:
-        cfg["backends"] = {"echo": {"url": echo}}
-        apply(sqlite_engine, cfg)
-        gateway = create_gateway(
-            Settings(database_url=sqlite_url, secret_key=SECRET),  # type: ignore[arg-type]
-            engine=sqlite_engine,
-        )
-        with serve_gateway(gateway, transport) as base:
-            bad = {"Authorization": f"Bearer {found.token(aud='other')}"}
-            refused = [httpx.get(f"{base}/open/x", headers=bad).status_code for _ in range(3)]
-            good = {"Authorization": f"Bearer {found.token()}"}
-            admitted = [httpx.get(f"{base}/open/x", headers=good).status_code for _ in range(3)]
+    async with served(sqlite_engine, sqlite_url, cfg) as (_, client):
+        bad = {"Authorization": f"Bearer {found.token(aud='other')}"}
+        refused = [(await client.get("/open/x", headers=bad)).status_code for _ in range(3)]
+        good = {"Authorization": f"Bearer {found.token()}"}
+        admitted = [(await client.get("/open/x", headers=good)).status_code for _ in range(3)]
     assert refused == [401, 401, 401]
     assert admitted == [200, 200, 429]
+    assert calls(sqlite_engine) == {(0, "open", 4): 4, (0, "open", 2): 2}

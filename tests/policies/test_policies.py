@@ -1,4 +1,5 @@
-"""IP filter, CORS, set-header, cache, size limit and timeout through the gateway."""
+"""IP filter, CORS, set-header, cache, size limit and timeout through the gateway, over real
+sockets on both transports, and the usage rows they leave."""
 
 from __future__ import annotations
 
@@ -11,33 +12,36 @@ from sqlalchemy import Engine
 from tollway.settings import Settings
 
 from ..gateway.conftest import apply
-from .conftest import config, running, subscribe
+from ..gateway.test_usage import usage_rows
+from .conftest import Served, calls, config, subscribe
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_ip_filter_denies_ranges_and_ignores_spoofed_forwarded_for(
-    engine: Engine, database_url: str
+    engine: Engine, database_url: str, served: Served
 ) -> None:
-    cfg = config([], open_policies=[{"type": "ip-filter", "deny": ["203.0.113.0/24"]}])
-    async with running(engine, database_url, cfg) as (_, client):
+    cfg = config([], open_policies=[{"type": "ip-filter", "deny": ["127.0.0.0/8"]}])
+    async with served(engine, database_url, cfg) as (_, client):
         denied = await client.get("/open/x")
         spoofed = await client.get("/open/x", headers={"X-Forwarded-For": "198.51.100.1"})
     assert denied.status_code == 403
     assert denied.json()["type"] == "/-/problems/ip-forbidden"
     assert spoofed.status_code == 403  # the peer is not a trusted proxy: the header is ignored
+    assert calls(engine) == {(0, "open", 4): 2}  # refusals are counted too
 
 
 async def test_ip_filter_allow_list_believes_trusted_proxies_only(
-    engine: Engine, database_url: str
+    engine: Engine, database_url: str, served: Served
 ) -> None:
     cfg = config([], open_policies=[{"type": "ip-filter", "allow": ["198.51.100.0/24", "::1"]}])
-    async with running(engine, database_url, cfg, trusted_proxies=["203.0.113.7"]) as (_, client):
+    async with served(engine, database_url, cfg, trusted_proxies=["127.0.0.1"]) as (_, client):
         through_proxy = await client.get("/open/x", headers={"X-Forwarded-For": "198.51.100.9"})
         other = await client.get("/open/x", headers={"X-Forwarded-For": "192.0.2.1"})
         proxy_itself = await client.get("/open/x")
     assert through_proxy.status_code == 200
     assert (other.status_code, proxy_itself.status_code) == (403, 403)
+    assert calls(engine) == {(0, "open", 2): 1, (0, "open", 4): 2}
 
 
 CORS = {
@@ -48,8 +52,10 @@ CORS = {
 }
 
 
-async def test_cors_preflight_is_answered_without_a_key(engine: Engine, database_url: str) -> None:
-    async with running(engine, database_url, config([CORS])) as (_, client):
+async def test_cors_preflight_is_answered_without_a_key(
+    engine: Engine, database_url: str, served: Served
+) -> None:
+    async with served(engine, database_url, config([CORS])) as (_, client):
         preflight = await client.options(
             "/echo/x",
             headers={
@@ -78,12 +84,15 @@ async def test_cors_preflight_is_answered_without_a_key(engine: Engine, database
     assert pattern.status_code == 204
     assert (evil.status_code, method.status_code) == (403, 403)
     assert "access-control-allow-origin" not in evil.headers
+    assert calls(engine) == {(0, "echo", 2): 2, (0, "echo", 4): 2}  # preflights carry no key
 
 
-async def test_cors_headers_reach_answers_and_refusals(engine: Engine, database_url: str) -> None:
+async def test_cors_headers_reach_answers_and_refusals(
+    engine: Engine, database_url: str, served: Served
+) -> None:
     apply(engine, config([CORS]))
     keys = subscribe(engine)
-    async with running(engine, database_url, config([CORS])) as (_, client):
+    async with served(engine, database_url, config([CORS])) as (_, client):
         origin = {"Origin": "https://app.example.com"}
         ok = await client.get("/echo/x", headers={**origin, "X-API-Key": keys.primary})
         refused = await client.get("/echo/x", headers=origin)
@@ -93,10 +102,11 @@ async def test_cors_headers_reach_answers_and_refusals(engine: Engine, database_
     assert refused.status_code == 401  # browser code can read why
     assert refused.headers["access-control-allow-origin"] == "https://app.example.com"
     assert "access-control-allow-origin" not in foreign.headers
+    assert calls(engine) == {(keys.subscription.id, "echo", 2): 1, (0, "echo", 4): 2}
 
 
 async def test_set_header_injects_a_secret_the_client_never_sees(
-    engine: Engine, database_url: str
+    engine: Engine, database_url: str, served: Served
 ) -> None:
     cfg = config(
         [],
@@ -111,7 +121,7 @@ async def test_set_header_injects_a_secret_the_client_never_sees(
             }
         ],
     )
-    async with running(engine, database_url, cfg) as (_, client):
+    async with served(engine, database_url, cfg) as (_, client):
         response = await client.get(
             "/open/x", headers={"X-Functions-Key": "client-guess", "X-Internal": "1"}
         )
@@ -121,13 +131,14 @@ async def test_set_header_injects_a_secret_the_client_never_sees(
     assert response.headers["x-served-by"] == "tollway"
     assert "content-type" not in response.headers
     assert "fak-very-secret" not in str(response.headers)
+    assert calls(engine) == {(0, "open", 2): 1}
 
 
 async def test_cache_serves_repeats_and_respects_the_backend(
-    engine: Engine, database_url: str
+    engine: Engine, database_url: str, served: Served
 ) -> None:
     cache: dict[str, Any] = {"type": "cache", "ttl": 60, "vary_by_query": ["q"]}
-    async with running(engine, database_url, config([], open_policies=[cache])) as (_, client):
+    async with served(engine, database_url, config([], open_policies=[cache])) as (_, client):
         first = await client.get("/open/doc?q=1&noise=a")
         second = await client.get("/open/doc?noise=b&q=1")
         other = await client.get("/open/doc?q=2")
@@ -146,6 +157,7 @@ async def test_cache_serves_repeats_and_respects_the_backend(
     assert all("x-cache" not in r.headers for r in post)
     assert head.headers["x-cache"] == "HIT"  # answered from the GET entry, without a body
     assert head.headers["content-length"] == first.headers["content-length"]
+    assert calls(engine) == {(0, "open", 2): 10}  # answers from the cache are calls too
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -154,9 +166,9 @@ async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
-async def test_request_size_limit(engine: Engine, database_url: str) -> None:
+async def test_request_size_limit(engine: Engine, database_url: str, served: Served) -> None:
     cfg = config([], open_policies=[{"type": "request-size-limit", "max_bytes": 100}])
-    async with running(engine, database_url, cfg) as (_, client):
+    async with served(engine, database_url, cfg) as (_, client):
         small = await client.post("/open/upload", content=b"x" * 100)
         large = await client.post("/open/upload", content=b"x" * 101)
         streamed = await client.post("/open/upload", content=chunks(b"x" * 60, b"x" * 60))
@@ -164,14 +176,21 @@ async def test_request_size_limit(engine: Engine, database_url: str) -> None:
     assert large.status_code == 413
     assert large.json()["type"] == "/-/problems/request-too-large"
     assert streamed.status_code == 413
+    rows = usage_rows(engine)
+    assert rows[(0, "open", 2)][:2] == (1, 100)  # (calls, bytes in)
+    assert rows[(0, "open", 4)][0] == 2
 
 
-async def test_timeout_policy_cuts_a_slow_backend_short(engine: Engine, database_url: str) -> None:
+async def test_timeout_policy_cuts_a_slow_backend_short(
+    engine: Engine, database_url: str, served: Served
+) -> None:
     cfg = config([], open_policies=[{"type": "timeout", "seconds": 0.2}])
-    async with running(engine, database_url, cfg) as (_, client):
-        slow = await client.get("/open/slow?seconds=5")
+    async with served(engine, database_url, cfg) as (_, client):
+        # 1 s, not more: the shared echo server lets its handlers finish when the session ends
+        slow = await client.get("/open/slow?seconds=1")
         fine = await client.get("/open/fine")
     assert slow.status_code == 504 and fine.status_code == 200
+    assert calls(engine) == {(0, "open", 2): 1, (0, "open", 5): 1}
 
 
 def test_settings_default_to_memory_store() -> None:
