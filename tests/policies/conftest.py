@@ -117,29 +117,6 @@ async def serving(
         assert handed_over == [], "the fast transport handed these calls to the ASGI transport"
 
 
-@asynccontextmanager
-async def running(
-    engine: Engine,
-    database_url: str,
-    cfg: dict[str, Any],
-    *,
-    client_ip: str = "203.0.113.7",
-    clock: Callable[[], float] | None = None,
-    **settings: Any,
-) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient]]:
-    """In-process (httpx's ASGITransport, neither transport): only for what sockets cannot show;
-    a test that uses it says why in a comment. None does today."""
-    gateway = build(engine, database_url, cfg, clock, **settings)
-    await gateway.startup()
-    transport = httpx.ASGITransport(app=gateway, client=(client_ip, 50000))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-            yield gateway, client
-    finally:
-        await gateway.shutdown()
-        await gateway.counters.aclose()
-
-
 def calls(engine: Engine) -> dict[tuple[int, str, int], int]:
     """Calls in the usage rows by (subscription id, 0 for none; API; status class)."""
     return {key: totals[0] for key, totals in usage_rows(engine).items()}
