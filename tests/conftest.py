@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tollway.db.migrate import upgrade
 from tollway.db.session import make_engine, session_factory
 
-from .servers import TRANSPORTS
+from .servers import TRANSPORTS, serve_in_thread
 
 POSTGRES_URL = os.environ.get("TOLLWAY_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("TOLLWAY_TEST_REDIS_URL")
@@ -125,3 +125,22 @@ def asgi_api_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(Gateway, "handle_api", counted)
     return calls
+
+
+@pytest.fixture(scope="session")
+def echo_url() -> Iterator[str]:
+    """The echo sample over a real socket, one for the session (its ``served`` counter is only
+    compared within a test)."""
+    from tollway.samples.echo import app
+
+    with serve_in_thread(app) as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+def names_url() -> Iterator[str]:
+    """The names sample over a real socket, one for the session (it keeps no state)."""
+    from tollway.samples.names import app
+
+    with serve_in_thread(app) as base:
+        yield base

@@ -1,8 +1,12 @@
-"""A gateway over a migrated store, driven in-process through httpx.ASGITransport."""
+"""A gateway over a migrated store: over real sockets on both transports (``served``, for
+gateway behaviour) or in-process through httpx.ASGITransport (``harness``, for Tollway's own
+pages, which are always on the ASGI path)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +23,8 @@ from tollway.gateway.exchange.gateway import Gateway
 from tollway.services import subscriptions, users
 from tollway.settings import Settings
 from tollway.site.compose import create_gateway
+
+from ..servers import serve_gateway
 
 SECRET = "test-secret-key-0123456789"
 
@@ -80,3 +86,83 @@ async def harness(engine: Engine, gateway_settings: Settings) -> AsyncIterator[H
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
         yield Harness(gateway, client, session_factory(engine))
     await gateway.shutdown()
+
+
+def over_sockets(config: dict[str, Any], names_url: str, echo_url: str) -> dict[str, Any]:
+    """``config`` with its in-process samples replaced by the same samples over real sockets
+    (an ``app:`` backend always takes the ASGI transport, so it would not test the fast one)."""
+    urls = {"tollway.samples.names:app": names_url, "tollway.samples.echo:app": echo_url}
+    backends = {
+        name: {"url": urls[backend["app"]]} if backend.get("app") in urls else backend
+        for name, backend in config["backends"].items()
+    }
+    return {**config, "backends": backends}
+
+
+@dataclass
+class Served:
+    """A gateway served on 127.0.0.1 by a server thread, and a client for it."""
+
+    gateway: Gateway
+    client: httpx.AsyncClient
+    sessions: sessionmaker[Session]
+    loop: asyncio.AbstractEventLoop  # the server thread's: the gateway's tasks and locks live there
+
+    def subscribe(self, email: str = "dev@example.com", product: str = "starter") -> Any:
+        with transaction(self.sessions) as session:
+            user = users.find_user(session, email) or users.create_user(session, email)
+            return subscriptions.create_subscription(
+                session, user, subscriptions.get_product(session, product)
+            )
+
+    async def in_server(self, call: Callable[[], Awaitable[None]]) -> None:
+        """Run ``call()`` on the server's event loop, as the gateway's own tasks do."""
+
+        async def run() -> None:
+            await call()
+
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), self.loop))
+
+    async def refresh(self) -> None:
+        """What the background poll does every refresh_interval, done now."""
+        await self.in_server(self.gateway.refresh)
+
+    async def flush_usage(self) -> None:
+        """What the background flush does every usage_flush_interval, done now."""
+        await self.in_server(self.gateway.flush_usage)
+
+
+@contextmanager
+def serving(gateway: Gateway, transport: str) -> Iterator[tuple[str, asyncio.AbstractEventLoop]]:
+    """Serve ``gateway`` on ``transport``; yield its base URL and the server's event loop."""
+    loops: list[asyncio.AbstractEventLoop] = []
+    startup = gateway.startup
+
+    async def recording_startup() -> None:
+        loops.append(asyncio.get_running_loop())
+        await startup()
+
+    gateway.startup = recording_startup  # type: ignore[method-assign]
+    with serve_gateway(gateway, transport) as base:
+        yield base, loops[0]
+
+
+@pytest.fixture
+async def served(
+    engine: Engine,
+    gateway_settings: Settings,
+    transport: str,
+    names_url: str,
+    echo_url: str,
+    asgi_api_calls: list[str],
+) -> AsyncIterator[Served]:
+    """BASE_CONFIG with its samples over sockets, the gateway served on both transports (the
+    client's address is 127.0.0.1). On the fast transport it also checks that no call was
+    handed over to the ASGI transport."""
+    apply(engine, over_sockets(BASE_CONFIG, names_url, echo_url))
+    gateway = create_gateway(gateway_settings, engine=engine)
+    with serving(gateway, transport) as (base, loop):
+        async with httpx.AsyncClient(base_url=base) as client:
+            yield Served(gateway, client, session_factory(engine), loop)
+    if transport == "fast":
+        assert asgi_api_calls == [], "the fast transport handed these calls to the ASGI transport"

@@ -3,7 +3,7 @@ driven in-process where a test needs it (``running``); its store on memory or Re
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any
@@ -14,14 +14,13 @@ from sqlalchemy import Engine
 
 from tollway.db.session import session_factory, transaction
 from tollway.gateway.exchange.gateway import Gateway
-from tollway.samples.echo import app as echo_app
 from tollway.services import subscriptions, users
 from tollway.settings import Settings
 from tollway.site.compose import create_gateway
 
 from ..gateway.conftest import SECRET, apply
 from ..gateway.test_usage import usage_rows
-from ..servers import serve_gateway, serve_in_thread
+from ..servers import serve_gateway
 
 ECHO = {"app": "tollway.samples.echo:app"}
 
@@ -71,14 +70,6 @@ def build(
     if clock is not None:
         kwargs["clock"] = clock  # (read in the server's thread: a test moves it between calls)
     return create_gateway(Settings(**options), **kwargs)
-
-
-@pytest.fixture(scope="session")
-def echo_url() -> Iterator[str]:
-    """The echo backend over a real socket, one for the session (its ``served`` counter is only
-    compared within a test)."""
-    with serve_in_thread(echo_app) as base:
-        yield base
 
 
 Served = Callable[..., AbstractAsyncContextManager[tuple[Gateway, httpx.AsyncClient]]]
