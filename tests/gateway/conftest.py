@@ -107,6 +107,8 @@ class Served:
     client: httpx.AsyncClient
     sessions: sessionmaker[Session]
     loop: asyncio.AbstractEventLoop  # the server thread's: the gateway's tasks and locks live there
+    names_url: str  # the samples' sockets, for a test that applies a config of its own
+    echo_url: str
 
     def subscribe(self, email: str = "dev@example.com", product: str = "starter") -> Any:
         with transaction(self.sessions) as session:
@@ -163,6 +165,6 @@ async def served(
     gateway = create_gateway(gateway_settings, engine=engine)
     with serving(gateway, transport) as (base, loop):
         async with httpx.AsyncClient(base_url=base) as client:
-            yield Served(gateway, client, session_factory(engine), loop)
+            yield Served(gateway, client, session_factory(engine), loop, names_url, echo_url)
     if transport == "fast":
         assert asgi_api_calls == [], "the fast transport handed these calls to the ASGI transport"
