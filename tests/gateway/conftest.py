@@ -5,6 +5,7 @@ pages, which are always on the ASGI path)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -133,6 +134,14 @@ class Served:
         """What the background flush does every usage_flush_interval, done now."""
         await self.in_server(self.gateway.flush_usage)
 
+    async def counted(self, calls: int) -> None:
+        """Wait until ``calls`` calls are counted in the gateway's memory, not yet written (the
+        server counts a call once its response is sent: the client may see the response first)."""
+        deadline = time.monotonic() + 5
+        while sum(row[0] for row in list(self.gateway.usage.rows.values())) < calls:
+            assert time.monotonic() < deadline, f"the gateway did not count {calls} calls"
+            await asyncio.sleep(0.01)
+
 
 @contextmanager
 def serving(gateway: Gateway, transport: str) -> Iterator[tuple[str, asyncio.AbstractEventLoop]]:
@@ -162,6 +171,7 @@ async def served(
     client's address is 127.0.0.1). On the fast transport it also checks that no call was
     handed over to the ASGI transport."""
     apply(engine, over_sockets(BASE_CONFIG, names_url, echo_url))
+    gateway_settings.usage_flush_interval = 3600  # usage is written when a test says so
     gateway = create_gateway(gateway_settings, engine=engine)
     with serving(gateway, transport) as (base, loop):
         async with httpx.AsyncClient(base_url=base) as client:

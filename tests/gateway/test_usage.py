@@ -1,4 +1,5 @@
-"""Usage recording: per subscription x API x minute x status class, batched, outage-proof."""
+"""Usage recording: per subscription x API x minute x status class, batched, outage-proof (over
+sockets, both transports)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from sqlalchemy import Engine, select
 
 from tollway.db.models import Api, Usage
 
-from .conftest import Harness
+from .conftest import Served
 
 pytestmark = pytest.mark.anyio
 
@@ -36,17 +37,18 @@ def usage_rows(engine: Engine) -> dict[tuple[int, str, int], tuple[int, int, int
 
 
 async def test_calls_are_counted_by_subscription_api_and_status_class(
-    harness: Harness, engine: Engine
+    served: Served, engine: Engine
 ) -> None:
-    keys = harness.subscribe()
+    keys = served.subscribe()
     sid = keys.subscription.id
-    await harness.refresh()
+    await served.refresh()
     headers = {"X-API-Key": keys.primary}
     for _ in range(3):
-        assert (await harness.client.post("/echo/x", content=b"12345", headers=headers)).is_success
-    await harness.client.get("/names/generate_name?starts_with=zzz", headers=headers)
-    await harness.client.get("/names/generate_name")  # no key: counted against no subscription
-    await harness.gateway.flush_usage()
+        assert (await served.client.post("/echo/x", content=b"12345", headers=headers)).is_success
+    await served.client.get("/names/generate_name?starts_with=zzz", headers=headers)
+    await served.client.get("/names/generate_name")  # no key: counted against no subscription
+    await served.counted(5)
+    await served.flush_usage()
     rows = usage_rows(engine)
     calls, bytes_in, bytes_out = rows[(sid, "echo", 2)]
     assert (calls, bytes_in) == (3, 15)
@@ -55,28 +57,30 @@ async def test_calls_are_counted_by_subscription_api_and_status_class(
     assert rows[(0, "names", 4)][0] == 1
 
 
-async def test_flushes_add_up_instead_of_overwriting(harness: Harness, engine: Engine) -> None:
-    keys = harness.subscribe()
-    await harness.refresh()
+async def test_flushes_add_up_instead_of_overwriting(served: Served, engine: Engine) -> None:
+    keys = served.subscribe()
+    await served.refresh()
     for _ in range(2):
-        await harness.client.get("/echo/x", headers={"X-API-Key": keys.primary})
-        await harness.gateway.flush_usage()
+        await served.client.get("/echo/x", headers={"X-API-Key": keys.primary})
+        await served.counted(1)
+        await served.flush_usage()
     assert usage_rows(engine)[(keys.subscription.id, "echo", 2)][0] == 2
 
 
 async def test_store_outage_neither_blocks_traffic_nor_loses_usage(
-    harness: Harness, engine: Engine
+    served: Served, engine: Engine
 ) -> None:
-    keys = harness.subscribe()
-    await harness.refresh()
+    keys = served.subscribe()
+    await served.refresh()
     Usage.__table__.drop(engine)  # the usage table is gone: every write now fails
     for _ in range(5):
-        response = await harness.client.get("/echo/x", headers={"X-API-Key": keys.primary})
+        response = await served.client.get("/echo/x", headers={"X-API-Key": keys.primary})
         assert response.status_code == 200
-    await harness.gateway.flush_usage()
-    assert harness.gateway.health.usage_write_failures == 1
-    assert sum(row[0] for row in harness.gateway.usage.rows.values()) == 5  # kept for retry
+    await served.counted(5)
+    await served.flush_usage()
+    assert served.gateway.health.usage_write_failures == 1
+    assert sum(row[0] for row in served.gateway.usage.rows.values()) == 5  # kept for retry
     Usage.__table__.create(engine)
-    await harness.gateway.flush_usage()
+    await served.flush_usage()
     assert usage_rows(engine)[(keys.subscription.id, "echo", 2)][0] == 5
-    assert harness.gateway.usage.rows == {}
+    assert served.gateway.usage.rows == {}
