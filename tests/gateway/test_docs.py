@@ -1,5 +1,7 @@
 """Public docs: catalogue, Swagger UI served locally, OpenAPI rewritten for the gateway."""
 
+# In-process, not on both transports: the docs are Tollway's own pages, always on the ASGI path.
+
 from __future__ import annotations
 
 import re

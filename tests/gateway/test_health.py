@@ -1,5 +1,7 @@
 """Health and readiness, including a store that cannot be reached."""
 
+# In-process, not on both transports: /-/health and /-/ready are Tollway's own (ASGI) pages.
+
 from __future__ import annotations
 
 import httpx
