@@ -29,6 +29,8 @@ from ..servers import serve_gateway
 
 SECRET = "test-secret-key-0123456789"
 
+# In-process ``app:`` backends, as the in-process ``harness`` uses them (the docs' try-it-out goes
+# through one); ``served`` swaps them for the same samples over sockets (``over_sockets``).
 BASE_CONFIG: dict[str, Any] = {
     "backends": {
         "names": {"app": "tollway.samples.names:app"},
@@ -80,6 +82,8 @@ def gateway_settings(database_url: str) -> Settings:
 
 @pytest.fixture
 async def harness(engine: Engine, gateway_settings: Settings) -> AsyncIterator[Harness]:
+    """BASE_CONFIG's gateway in-process, for Tollway's own pages (health, docs): always on the
+    ASGI path, so neither transport is skipped. Gateway behaviour uses ``served``."""
     apply(engine, BASE_CONFIG)
     gateway = create_gateway(gateway_settings, engine=engine)
     await gateway.startup()
