@@ -12,8 +12,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.proofs.conftest import SECRET, apply, make_gateway, subscribe
-from tests.servers import serve_gateway, serve_in_thread
-from tollway.samples.echo import app as echo_app
+from tests.servers import serve_gateway
 from tollway.settings import Settings
 from tollway.site.compose import create_gateway
 
@@ -66,13 +65,6 @@ def gateway_front(
 
 
 GatewayFactory = Callable[..., AbstractContextManager[str]]
-
-
-@pytest.fixture(scope="module")
-def echo_url() -> Iterator[str]:
-    """The echo sample over a real socket (it describes what the gateway forwarded)."""
-    with serve_in_thread(echo_app) as base:
-        yield base
 
 
 @pytest.fixture
