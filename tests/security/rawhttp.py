@@ -7,6 +7,7 @@ so requests take the fast path on the ``fast`` transport.
 from __future__ import annotations
 
 import json
+import select
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,3 +99,21 @@ def is_closed(sock: socket.socket) -> bool:
         return False
     except ConnectionResetError:
         return True
+
+
+def stream_until_answered(base: str, start: bytes, filler: bytes, limit: int) -> tuple[int, Answer]:
+    """Send ``start`` then ``filler`` again and again (up to ``limit`` bytes) until the gateway
+    answers; return how much was sent by then, and the answer."""
+    with connect(base) as sock:
+        sock.sendall(start)
+        sent = len(start)
+        while sent < limit:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if readable:
+                break
+            try:
+                sock.sendall(filler)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(filler)
+        return sent, read_answer(sock)

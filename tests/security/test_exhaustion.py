@@ -24,7 +24,16 @@ from sqlalchemy import Engine
 from tests.servers import run_cli, serve_in_thread, tollway_env, tollway_process
 from tollway.types import Receive, Scope, Send
 
-from .rawhttp import Answer, connect, exchange, is_closed, open_config, open_gateway, read_answer
+from .rawhttp import (
+    Answer,
+    connect,
+    exchange,
+    is_closed,
+    open_config,
+    open_gateway,
+    read_answer,
+    stream_until_answered,
+)
 
 KIB = 1024
 HEAD = b"GET /open/x HTTP/1.1\r\nHost: gateway.test\r\n"
@@ -70,24 +79,6 @@ def test_100_headers_are_served_and_101_are_431(gateway_url: str) -> None:
     refused = exchange(gateway_url, HEAD + lines + b"X-One-More: 1\r\nConnection: close\r\n\r\n")
     assert served.status == 200
     assert_refused(refused, 431, "request-head-too-large")
-
-
-def stream_until_answered(base: str, start: bytes, filler: bytes, limit: int) -> tuple[int, Answer]:
-    """Send ``start`` then ``filler`` again and again (up to ``limit`` bytes) until the gateway
-    answers; return how much was sent by then, and the answer."""
-    with connect(base) as sock:
-        sock.sendall(start)
-        sent = len(start)
-        while sent < limit:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if readable:
-                break
-            try:
-                sock.sendall(filler)
-            except (BrokenPipeError, ConnectionResetError):
-                break
-            sent += len(filler)
-        return sent, read_answer(sock)
 
 
 @pytest.mark.parametrize(

@@ -108,8 +108,13 @@ class PolicedExchange:
         status, bytes_in, bytes_out = await self._forward(receive, send)
         if self.too_large:
             if not self.response_started:
+                # The rest of the body is still coming: close after answering (as the fast
+                # path does) instead of reading it to keep the connection.
                 refused = body_too_large(None, self.max_body)
-                await problems.send_problem(raw_send, refused.problem, refused.detail)
+                close = [(b"connection", b"close")]
+                await problems.send_problem(
+                    raw_send, refused.problem, refused.detail, headers=close
+                )
             self._record(413, self.body_seen, 0)
             return
         self._record(status, bytes_in, bytes_out)
