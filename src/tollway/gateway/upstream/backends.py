@@ -250,8 +250,7 @@ class HttpBackend:
         headers = self.client_headers(headers, request.prefix)
         await send({**start, "headers": headers})
         bytes_out = 0
-        watch: asyncio.Task[None] | None = None
-        client_gone = asyncio.Event()
+        watch: asyncio.Task[None] | None = None  # ends (done) when the client has left
         try:
             more = True
             while more:
@@ -259,10 +258,10 @@ class HttpBackend:
                 bytes_out += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": more})
                 if more and watch is None:  # a streamed answer: notice the client leaving
-                    watch = asyncio.create_task(_watch_disconnect(receive, exchange, client_gone))
+                    watch = asyncio.create_task(_watch_disconnect(receive, exchange))
         except UpstreamError as exc:
             exchange.abort()
-            if client_gone.is_set():
+            if watch is not None and watch.done():
                 raise ResponseAborted("the client went away", CLIENT_CLOSED, bytes_out) from None
             raise ResponseAborted(str(exc), status, bytes_out) from None
         except BaseException:
@@ -275,12 +274,11 @@ class HttpBackend:
         return ForwardResult(status, bytes_in, bytes_out)
 
 
-async def _watch_disconnect(receive: Receive, exchange: Exchange, gone: asyncio.Event) -> None:
+async def _watch_disconnect(receive: Receive, exchange: Exchange) -> None:
     """Drop the backend connection the moment the client disconnects (uvicorn's ``send``
     ignores writes to a closed connection, so the stream would otherwise run to its end)."""
     while (await receive())["type"] != "http.disconnect":
         pass
-    gone.set()
     exchange.abort_with(UpstreamError("the client went away"))
 
 

@@ -167,18 +167,20 @@ class UpstreamConnection(asyncio.Protocol):
             self.informational = True
             self.headers = []
             return
-        framing = [value for name, value in self.headers if name == b"transfer-encoding"]
-        if framing and (len(framing) > 1 or framing[0].strip().lower() != b"chunked"):
+        codings: list[bytes] = []
+        has_length = False
+        for name, value in self.headers:  # (one pass: this runs for every response)
+            if name == b"content-length":
+                has_length = True
+            elif name == b"transfer-encoding":
+                codings.append(value)
+        if codings and (len(codings) > 1 or codings[0].strip().lower() != b"chunked"):
             # nginx answers 502 too: the body's end could only be guessed.
             raise UpstreamError("the backend sent a Transfer-Encoding other than chunked")
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         self.headers_done = True
-        self.until_close = (
-            not framing
-            and self.status not in (204, 304)
-            and not any(name == b"content-length" for name, _ in self.headers)
-        )
+        self.until_close = not codings and not has_length and status not in (204, 304)
         if self.sink is not None:
             self.sink.upstream_head(self.status, self.headers)
             return

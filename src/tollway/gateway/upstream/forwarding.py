@@ -84,9 +84,7 @@ def prepare_request(
     if trusted:
         out += proxy_only
     address = trust.client_address(peer, forwarded_for) if trusted else peer
-    proto = scheme
-    if trusted and b"x-forwarded-proto" in captured:
-        proto = captured[b"x-forwarded-proto"].decode("latin-1").strip().lower()
+    proto = trust.scheme(peer, scheme, captured.get(b"x-forwarded-proto")) if trusted else scheme
     chain = forwarded_for + b", " + peer.encode() if trusted and forwarded_for else peer.encode()
     host = captured.get(b"host", b"")
     out.append((b"x-forwarded-for", chain))
