@@ -120,10 +120,6 @@ CORPUS: dict[str, bytes] = {
 }
 
 
-def backend_accepts_all(seen: RecordingBackend) -> bool:
-    return not seen.errors
-
-
 @dataclass
 class Target:
     base: str
@@ -207,11 +203,10 @@ def test_tollway_refuses_or_forwards_one_clean_request(
     assert not tollway.backend.errors, f"backend could not parse: {tollway.backend.errors}"
     if forwarded == 0:
         assert 400 <= status(ours) < 600, ours[:300]
-        if status(ours) >= 400:
-            assert b"application/problem+json" in ours or not ours, ours[:300]
+        assert b"application/problem+json" in ours, ours[:300]
     else:
         assert forwarded == expected, (ours[:300], [r.target for r in tollway.backend.requests])
-        assert nginx_forwarded > 0 or status(theirs) >= 500, (
+        assert nginx_forwarded > 0, (
             f"nginx refused {case} ({theirs[:80]!r}) but Tollway forwarded it"
         )
     for seen in tollway.backend.requests:
