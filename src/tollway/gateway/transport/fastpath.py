@@ -342,9 +342,7 @@ class FastExchange:
 
     def connect(self) -> None:
         self.client.flow.pause_reading()  # hold the body until there is somewhere to send it
-        task = asyncio.get_running_loop().create_task(self._connect())
-        self.client.tasks.add(task)
-        task.add_done_callback(self.client.tasks.discard)
+        self._spawn(self._connect())
 
     async def _connect(self) -> None:
         try:

@@ -165,8 +165,12 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        refusal = self.check_head_size() or check_head(
-            parser.get_method(), parser.get_http_version(), self.headers
+        refusal = check_head(
+            parser.get_method(),
+            parser.get_http_version(),
+            self.headers,
+            len(self.url),
+            self.limits,
         )
         if refusal is not None:
             raise refusal  # httptools stops; data_received answers it
@@ -176,30 +180,6 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.book is not None:
             self.book.busy(self)
         self.begin_request()
-
-    def check_head_size(self) -> Refusal | None:
-        """The header count, each header line and the whole head, checked once the head is
-        parsed. (A head cannot grow past ``max_head`` unseen: ``data_received`` counts the
-        bytes of an incomplete head, so what one read can hold bounds what is parsed here.)"""
-        limits = self.limits
-        headers = self.headers
-        if len(headers) > limits.max_headers:
-            detail = f"The request has more than {limits.max_headers} header lines."
-            return Refusal(HEAD_TOO_LARGE, detail)
-        size = len(self.url)
-        longest = 0
-        for name, value in headers:
-            line = len(name) + len(value) + 4  # ": " and CRLF
-            size += line
-            if line > longest:
-                longest = line
-        if longest > limits.max_header_line:
-            detail = f"A header line is longer than {limits.max_header_line} bytes."
-            return Refusal(HEAD_TOO_LARGE, detail)
-        if size > limits.max_head:
-            detail = f"The request head is larger than {limits.max_head} bytes."
-            return Refusal(HEAD_TOO_LARGE, detail)
-        return None
 
     def begin_request(self) -> None:
         """Handle a request whose head passed every check (uvicorn's ASGI cycle)."""

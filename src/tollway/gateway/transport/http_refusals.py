@@ -14,6 +14,7 @@ import logging
 import httptools
 
 from tollway import problems
+from tollway.gateway.transport.http_limits import HttpLimits
 from tollway.gateway.transport.status_lines import STATUS_LINE
 from tollway.types import Headers
 
@@ -130,22 +131,41 @@ class Refusal(Exception):
         return b"".join([*lines, b"\r\n", body])
 
 
-def check_head(method: bytes, version: str, headers: Headers) -> Refusal | None:
-    """Why a complete request head is refused, or None. ``headers`` have lower-case names."""
-    if version not in HTTP_VERSIONS:
-        return Refusal(VERSION_NOT_SUPPORTED, f"HTTP/{version} is not spoken on this port.")
-    if method in REFUSED_METHODS:
-        detail = f"{method.decode()} is refused by the gateway."
-        return Refusal(METHOD_REFUSED, detail, [(b"allow", ALLOWED_METHODS)])
-    hosts = lengths = 0
+def check_head(
+    method: bytes, version: str, headers: Headers, url_length: int, limits: HttpLimits
+) -> Refusal | None:
+    """Why a complete request head is refused, or None: its size (431), version (505), method
+    (405), ``Host`` and framing (400/501). ``headers`` have lower-case names. One pass over the
+    headers, as this runs for every request. (A head cannot grow past ``max_head`` unseen before
+    it is complete: ``GuardedProtocol.data_received`` counts the bytes of an incomplete head.)"""
+    if len(headers) > limits.max_headers:
+        detail = f"The request has more than {limits.max_headers} header lines."
+        return Refusal(HEAD_TOO_LARGE, detail)
+    size = url_length
+    longest = hosts = lengths = 0
     codings: list[bytes] = []
     for name, value in headers:
+        line = len(name) + len(value) + 4  # ": " and CRLF
+        size += line
+        if line > longest:
+            longest = line
         if name == b"host":
             hosts += 1
         elif name == b"content-length":
             lengths += 1
         elif name == b"transfer-encoding":
             codings += [coding.strip().lower() for coding in value.split(b",")]
+    if longest > limits.max_header_line:
+        detail = f"A header line is longer than {limits.max_header_line} bytes."
+        return Refusal(HEAD_TOO_LARGE, detail)
+    if size > limits.max_head:
+        detail = f"The request head is larger than {limits.max_head} bytes."
+        return Refusal(HEAD_TOO_LARGE, detail)
+    if version not in HTTP_VERSIONS:
+        return Refusal(VERSION_NOT_SUPPORTED, f"HTTP/{version} is not spoken on this port.")
+    if method in REFUSED_METHODS:
+        detail = f"{method.decode()} is refused by the gateway."
+        return Refusal(METHOD_REFUSED, detail, [(b"allow", ALLOWED_METHODS)])
     if hosts > 1:
         return Refusal(MALFORMED, "The request has more than one Host header; send one.")
     if hosts == 0 and version == "1.1":
