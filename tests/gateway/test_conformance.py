@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.proofs.conftest import apply, make_gateway
-from tests.security.backends import read_request, scripted_backend
+from tests.security.backends import exchange, read_request, scripted_backend
 from tests.servers import serve_gateway
 
 from .test_usage import usage_rows
@@ -207,21 +207,6 @@ def answers(conn: socket.socket, number: int) -> None:
             conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body))
 
 
-def raw(base: str, payload: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=5) as conn:
-        conn.sendall(payload)
-        conn.settimeout(1.0)
-        received = b""
-        while True:
-            try:
-                data = conn.recv(65536)
-            except TimeoutError:
-                return received
-            if not data:
-                return received
-            received += data
-
-
 def head_of(answer: bytes) -> tuple[str, dict[str, str], bytes]:
     head, _, body = answer.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -272,7 +257,7 @@ def test_bodiless_and_close_delimited_answers_are_the_same_on_both(
     expect_body: bytes | None,
 ) -> None:
     with gateway_for(sqlite_engine, sqlite_url, transport, answers) as (base, _):
-        status, fields, body = head_of(raw(base, request_bytes))
+        status, fields, body = head_of(exchange(base, request_bytes))
     assert status == status_line
     for name, value in expect_headers.items():
         assert fields.get(name) == value, fields

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import h11
 
+from .rawhttp import connect
+
 
 @dataclass
 class Seen:
@@ -146,8 +148,7 @@ def recording_backend(reply: Reply = json_reply) -> Iterator[RecordingBackend]:
 
 def exchange(base: str, raw: bytes, *, wait: float = 5.0) -> bytes:
     """Send raw bytes to the gateway and read until it closes or goes quiet for a moment."""
-    host, port = base.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=wait) as conn:
+    with connect(base, timeout=wait) as conn:
         conn.sendall(raw)
         return read_all(conn)
 
