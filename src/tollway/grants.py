@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What one active key allows: the APIs of its subscription's product."""
+    """Who an active key belongs to. Which APIs it opens is its product's, read from the
+    current config at request time (``Route.products``), so config changes need no key reload."""
 
     subscription_id: int
     user_id: int
     product_id: int
-    api_ids: frozenset[int]

@@ -223,7 +223,7 @@ class Gateway:
                 return problems.MISSING_KEY
             if grant is None:
                 return problems.INVALID_KEY
-            if route.api_id not in grant.api_ids:
+            if grant.product_id not in route.products:  # (products of the current config)
                 return Denied(problems.FORBIDDEN_API, grant.subscription_id)
         sid = grant.subscription_id if grant else 0
         ctx.grant = grant

@@ -1,14 +1,35 @@
-"""In-memory index of active subscription keys: SHA-256 digest -> what the key grants.
+"""In-memory index of active subscription keys: SHA-256 digest -> who the key belongs to.
 
-Lookups are one dict hit; updates are copy-on-write so a request never sees a half-applied change.
+Built for millions of keys (issue 17; docs/performance.md "A million keys"):
+
+- **Compact.** Each key is one dict entry from its 32-byte digest to one int that packs the
+  subscription, product and user ids (the two keys of a subscription share that int). No object
+  per subscription, nothing the garbage collector has to scan (bytes and ints are not tracked).
+- **Sharded.** 256 dicts chosen by the digest's first byte: each stays small, so growing one
+  never holds the interpreter for long while a loader thread builds an index next to the
+  event loop (resizing one 2M-entry dict takes ~100 ms in a single step).
+- **Updated in place**, by one writer at a time (the loader, serialised by the gateway's
+  refresh lock): a change costs O(its keys), never a copy. Readers on the event loop stay
+  consistent because every entry is one immutable int set or removed in one dict operation.
+- **Config-free.** The index holds product ids, not API ids: which APIs a product opens is
+  read from the current routes at request time, so a config change leaves the index alone.
+
+To remove a subscription's old keys the writer keeps, per subscription id, references to its
+digests (the same bytes objects the dicts hold) in two lists indexed by subscription id: 16
+bytes per id, ids being a dense autoincrement sequence.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tollway.grants import Grant
+
+_BITS = 48
+_MASK = (1 << _BITS) - 1
+_SHARDS = 256
+_GRANT_CACHE = 65536  # grants built for recent lookups (bounded; keyed by their packed value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,61 +43,123 @@ class IndexedSubscription:
     digests: tuple[bytes, ...]
 
 
+def pack(subscription_id: int, user_id: int, product_id: int) -> int:
+    if max(subscription_id, user_id, product_id) > _MASK or min(subscription_id, user_id) < 0:
+        raise ValueError(f"ids out of range for the key index: {subscription_id}")
+    return subscription_id | product_id << _BITS | user_id << (2 * _BITS)
+
+
+def unpack(packed: int) -> Grant:
+    return Grant(packed & _MASK, packed >> (2 * _BITS), (packed >> _BITS) & _MASK)
+
+
 class KeyIndex:
     """Digest -> :class:`Grant` for every key of every active subscription of an active user."""
 
-    __slots__ = ("_by_digest", "_digests_of")
+    __slots__ = ("_cache", "_primary", "_secondary", "_shards")
 
-    def __init__(
-        self,
-        by_digest: dict[bytes, Grant] | None = None,
-        digests_of: dict[int, tuple[bytes, ...]] | None = None,
-    ) -> None:
-        self._by_digest = by_digest or {}
-        self._digests_of = digests_of or {}
+    def __init__(self, highest_id: int = 0) -> None:
+        self._shards: list[dict[bytes, int]] = [{} for _ in range(_SHARDS)]
+        self._primary: list[bytes | None] = [None] * (highest_id + 1)  # (writer side only)
+        self._secondary: list[bytes | None] = [None] * (highest_id + 1)
+        self._cache: dict[int, Grant] = {}
 
     def __len__(self) -> int:
-        return len(self._by_digest)
+        """How many keys the index holds."""
+        return sum(len(shard) for shard in self._shards)
 
     def lookup(self, digest: bytes) -> Grant | None:
-        return self._by_digest.get(digest)
+        packed = self._shards[digest[0]].get(digest)
+        if packed is None:
+            return None
+        grant = self._cache.get(packed)
+        if grant is None:
+            if len(self._cache) >= _GRANT_CACHE:
+                self._cache.clear()
+            grant = self._cache[packed] = unpack(packed)
+        return grant
+
+    def product_of(self, subscription_id: int) -> int | None:
+        """The product of an indexed subscription (None when it has no keys here)."""
+        digest = self._digest_of(self._primary, subscription_id)
+        if digest is None:
+            return None
+        packed = self._shards[digest[0]].get(digest)
+        return None if packed is None else (packed >> _BITS) & _MASK
 
     @classmethod
-    def build(
-        cls,
-        subscriptions: Iterable[IndexedSubscription],
-        product_apis: Mapping[int, frozenset[int]],
-    ) -> KeyIndex:
+    def build(cls, subscriptions: Iterable[IndexedSubscription]) -> KeyIndex:
         index = cls()
-        index._apply(subscriptions, product_apis)
+        index.apply(subscriptions)
         return index
 
-    def updated(
-        self,
-        subscriptions: Iterable[IndexedSubscription],
-        product_apis: Mapping[int, frozenset[int]],
-    ) -> KeyIndex:
-        """A new index with these subscriptions replaced (or removed when inactive)."""
-        index = KeyIndex(dict(self._by_digest), dict(self._digests_of))
-        index._apply(subscriptions, product_apis)
-        return index
+    def add_rows(self, rows: Iterable[tuple[int, int, int, bytes, bytes]]) -> int:
+        """Add (or overwrite) active subscriptions as (subscription id, user id, product id,
+        primary digest, secondary digest): the bulk path of a full load. Returns how many."""
+        shards, primary, secondary = self._shards, self._primary, self._secondary
+        added = 0
+        for sid, uid, pid, first, second in rows:
+            if sid >= len(primary):
+                self._grow(sid)
+            packed = pack(sid, uid, pid)
+            shards[first[0]][first] = packed
+            shards[second[0]][second] = packed
+            primary[sid], secondary[sid] = first, second
+            added += 1
+        return added
 
-    def _apply(
-        self,
-        subscriptions: Iterable[IndexedSubscription],
-        product_apis: Mapping[int, frozenset[int]],
-    ) -> None:
+    def apply(self, subscriptions: Iterable[IndexedSubscription]) -> int:
+        """Replace these subscriptions' keys in place (remove them when inactive). Returns how
+        many subscriptions were touched. New entries go in before old ones leave, so a key that
+        stays (the secondary, when the primary is regenerated) never misses a lookup."""
+        touched = 0
         for sub in subscriptions:
-            for digest in self._digests_of.pop(sub.subscription_id, ()):
-                self._by_digest.pop(digest, None)
-            if not sub.active:
-                continue
-            grant = Grant(
-                sub.subscription_id,
-                sub.user_id,
-                sub.product_id,
-                product_apis.get(sub.product_id, frozenset()),
-            )
-            for digest in sub.digests:
-                self._by_digest[digest] = grant
-            self._digests_of[sub.subscription_id] = sub.digests
+            touched += 1
+            sid = sub.subscription_id
+            old = (self._digest_of(self._primary, sid), self._digest_of(self._secondary, sid))
+            new: tuple[bytes, ...] = ()
+            if sub.active and sub.digests:
+                new = (sub.digests[0], sub.digests[-1])
+                self.add_rows([(sid, sub.user_id, sub.product_id, new[0], new[1])])
+            elif old != (None, None):
+                self._primary[sid] = self._secondary[sid] = None
+            for digest in old:
+                if digest is not None and digest not in new:
+                    self._shards[digest[0]].pop(digest, None)
+        return touched
+
+    def drop_products(self, product_ids: frozenset[int]) -> int:
+        """Remove every key of these (deleted) products' subscriptions; a scan, for the rare
+        config change that deletes a product. Returns how many subscriptions went."""
+        dropped = 0
+        for sid in range(len(self._primary)):
+            if self._primary[sid] is not None and self.product_of(sid) in product_ids:
+                self._remove(sid)
+                dropped += 1
+        return dropped
+
+    def dispose(self) -> None:
+        """Free the index in small steps (call in a worker thread once nothing reads it):
+        dropping it in one go would free millions of objects while holding the interpreter."""
+        for shard in self._shards:
+            shard.clear()
+        for column in (self._primary, self._secondary):
+            while column:
+                del column[-65536:]
+        self._cache.clear()
+
+    def _remove(self, subscription_id: int) -> None:
+        for column in (self._primary, self._secondary):
+            digest = column[subscription_id]
+            if digest is not None:
+                self._shards[digest[0]].pop(digest, None)
+                column[subscription_id] = None
+
+    @staticmethod
+    def _digest_of(column: list[bytes | None], subscription_id: int) -> bytes | None:
+        return column[subscription_id] if 0 <= subscription_id < len(column) else None
+
+    def _grow(self, subscription_id: int) -> None:
+        more = max(subscription_id + 1 - len(self._primary), len(self._primary) // 4, 1024)
+        self._primary.extend([None] * more)
+        self._secondary.extend([None] * more)

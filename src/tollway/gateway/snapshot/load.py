@@ -1,13 +1,16 @@
-"""Load what the gateway serves from the store: routes (APIs + backends) and the key index."""
+"""Load what the gateway serves from the store: routes (APIs + backends) and the key index.
+
+Config rows are few and read in one go; subscriptions may be millions and are streamed.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tollway.db.models import (
@@ -33,8 +36,7 @@ class ConfigData:
     apis: tuple[Api, ...]
     backends: dict[int, Backend]
     named_values: dict[str, tuple[str, bool]]  # name -> (stored value, secret)
-    product_apis: dict[int, frozenset[int]]
-    products_of_api: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    products_of_api: dict[int, frozenset[int]] = field(default_factory=dict)
     product_policies: dict[int, tuple[str, list[Any]]] = field(default_factory=dict)  # id -> name
     global_policies: list[Any] = field(default_factory=list)
 
@@ -43,11 +45,9 @@ def load_config_data(session: Session) -> ConfigData:
     apis = tuple(session.scalars(select(Api).order_by(Api.id)))
     backends = {b.id: b for b in session.scalars(select(Backend))}
     named = {nv.name: (nv.value, nv.secret) for nv in session.scalars(select(NamedValue))}
-    links: dict[int, set[int]] = defaultdict(set)
-    products_of: dict[int, list[int]] = defaultdict(list)
+    products_of: dict[int, set[int]] = defaultdict(set)
     for product_id, api_id in session.execute(select(ProductApi.product_id, ProductApi.api_id)):
-        links[product_id].add(api_id)
-        products_of[api_id].append(product_id)
+        products_of[api_id].add(product_id)
     product_policies = {
         pid: (name, list(policies or []))
         for pid, name, policies in session.execute(
@@ -62,8 +62,7 @@ def load_config_data(session: Session) -> ConfigData:
         apis=apis,
         backends=backends,
         named_values=named,
-        product_apis={pid: frozenset(ids) for pid, ids in links.items()},
-        products_of_api={aid: tuple(sorted(pids)) for aid, pids in products_of.items()},
+        products_of_api={aid: frozenset(pids) for aid, pids in products_of.items()},
     )
 
 
@@ -91,13 +90,42 @@ def _indexed(rows: Iterable[tuple[int, int, int, str, str, str, str]]) -> list[I
     ]
 
 
-def load_active_subscriptions(session: Session) -> list[IndexedSubscription]:
+BATCH = 5000
+"""Rows per fetch of a full key load: small enough that no single step holds the interpreter
+for long (the event loop runs between batches), large enough to keep round trips few."""
+
+
+def stream_active_subscriptions(
+    session: Session, batch: int = BATCH
+) -> Iterator[Sequence[tuple[int, int, int, str, str, str, str]]]:
+    """The active subscriptions of active users in batches of ``batch`` rows, streamed from a
+    server-side cursor (``yield_per``), so a million rows are never in memory at once."""
     query = (
         select(*_SUBSCRIPTION_COLUMNS)
         .join(User, User.id == Subscription.user_id)
         .where(Subscription.state == SubscriptionState.active, User.state == UserState.active)
+        .execution_options(yield_per=batch)
     )
-    return _indexed(session.execute(query))
+    yield from session.execute(query).partitions()
+
+
+def highest_subscription_id(session: Session) -> int:
+    return session.scalar(select(func.max(Subscription.id))) or 0
+
+
+def build_key_index(session: Session, *, pause: Callable[[], None] | None = None) -> KeyIndex:
+    """The key index of every active subscription, built batch by batch; ``pause()`` runs
+    between batches (the loader lets the event loop's thread run there)."""
+    index = KeyIndex(highest_subscription_id(session))
+    fromhex = bytes.fromhex
+    for rows in stream_active_subscriptions(session):
+        index.add_rows(
+            (sid, uid, pid, fromhex(primary), fromhex(secondary))
+            for sid, uid, pid, _state, _user_state, primary, secondary in rows
+        )
+        if pause is not None:
+            pause()
+    return index
 
 
 def load_subscriptions(
@@ -115,10 +143,6 @@ def load_subscriptions(
     for sid in set(subscription_ids) - seen:
         found.append(IndexedSubscription(sid, 0, 0, False, ()))
     return found
-
-
-def build_key_index(session: Session, config: ConfigData) -> KeyIndex:
-    return KeyIndex.build(load_active_subscriptions(session), config.product_apis)
 
 
 ConfigLoader = Callable[[Session], ConfigData]

@@ -43,7 +43,7 @@ class Route:
     operations: OperationTable | None
     openapi: str | None
     published: bool
-    product_ids: tuple[int, ...]
+    products: frozenset[int]  # the products that open this API: a key's product must be one
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,6 @@ class GatewayState:
     keys: KeyIndex
     backends: dict[tuple[Any, ...], BackendTarget] = field(default_factory=dict)
     policies: PolicySet = EMPTY_POLICIES
-
-    def with_keys(self, keys: KeyIndex) -> GatewayState:
-        return GatewayState(self.routes, keys, self.backends, self.policies)
 
     def apis(self) -> list[Route]:
         return sorted(self.routes.routes.values(), key=lambda route: route.prefix)
@@ -168,7 +165,7 @@ def _route(api: Api, backend: BackendTarget, config: ConfigData) -> Route:
         operations=operations,
         openapi=api.openapi,
         published=api.published,
-        product_ids=config.products_of_api.get(api.id, ()),
+        products=config.products_of_api.get(api.id, frozenset()),
     )
 
 
