@@ -99,7 +99,7 @@ async def test_key_changes_take_effect_and_touch_only_their_keys(served: Served)
     counts = served.gateway.loader.counts
     engine = served.gateway.engine
     revoked, suspended, rotated = (population.subscription_id(engine, n) for n in (1, 2, 3))
-    full_loads = counts.full_loads
+    full_loads, keys_loaded = counts.full_loads, counts.keys_loaded
 
     new = served.subscribe("new@example.com")
     with transaction(served.sessions) as session:
@@ -142,6 +142,14 @@ async def test_key_changes_take_effect_and_touch_only_their_keys(served: Served)
     assert await status(served, "/echo/x", population.key(7, "secondary")) == 401
     assert await status(served, "/echo/x", population.key(8)) == 200
     assert counts.full_loads == full_loads
+
+    # A full load (as at the next start) agrees: blocked users' and suspended keys stay out.
+    await served.in_server(served.gateway.reload)
+    assert counts.keys_loaded - keys_loaded == SUBSCRIPTIONS + 1 - 2 - 1  # new, blocked, cancelled
+    assert await status(served, "/echo/x", population.key(7)) == 401
+    assert await status(served, "/echo/x", population.key(1)) == 401
+    assert await status(served, "/echo/x", population.key(2)) == 200
+    assert await status(served, "/echo/x", new.primary) == 200
 
 
 async def test_deleting_a_product_removes_its_keys_without_a_reload(served: Served) -> None:

@@ -43,12 +43,6 @@ class IndexedSubscription:
     digests: tuple[bytes, ...]
 
 
-def pack(subscription_id: int, user_id: int, product_id: int) -> int:
-    if max(subscription_id, user_id, product_id) > _MASK or min(subscription_id, user_id) < 0:
-        raise ValueError(f"ids out of range for the key index: {subscription_id}")
-    return subscription_id | product_id << _BITS | user_id << (2 * _BITS)
-
-
 def unpack(packed: int) -> Grant:
     return Grant(packed & _MASK, packed >> (2 * _BITS), (packed >> _BITS) & _MASK)
 
@@ -101,7 +95,9 @@ class KeyIndex:
         for sid, uid, pid, first, second in rows:
             if sid >= len(primary):
                 self._grow(sid)
-            packed = pack(sid, uid, pid)
+            if (sid | uid | pid) >> _BITS:  # (negative or too large for their field)
+                raise ValueError(f"ids out of range for the key index: subscription {sid}")
+            packed = sid | pid << _BITS | uid << (2 * _BITS)
             shards[first[0]][first] = packed
             shards[second[0]][second] = packed
             primary[sid], secondary[sid] = first, second
