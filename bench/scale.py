@@ -5,6 +5,8 @@ schema (``bench/population.py``), starts ``tollway serve`` (one worker, memory s
 log) in front of the bench upstream, keeps one client calling it with random keys of the
 population (about 200 calls a second, one at a time: light load), and reports:
 
+- **loop pause**: the longest an event loop in the bench's own process waits while a full load
+  runs in a worker thread next to it, as in the gateway (a direct measure of item 3);
 - **start**: seconds from starting ``tollway serve`` until ``/-/ready`` answers 200, and the
   gateway's own "loaded N keys in X s";
 - **RSS** of the gateway's process tree once ready, its peak and its value at the end;
@@ -28,6 +30,7 @@ fresh schema of that database and drops it afterwards.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import http.client
 import os
@@ -49,10 +52,11 @@ import run as common  # bench/run.py: process handling shared with the throughpu
 from population import Population, populate
 from sqlalchemy import Engine, insert, text
 
+from tollway.crypto import SecretBox
 from tollway.db.migrate import upgrade
 from tollway.db.models import ChangeKind, ChangeLog
-from tollway.db.session import make_engine
-from tollway.gateway.snapshot.refresh import MAX_INCREMENTAL
+from tollway.db.session import make_engine, session_factory
+from tollway.gateway.snapshot.refresh import MAX_INCREMENTAL, StateLoader
 
 CONFIG = """\
 backends:
@@ -245,10 +249,33 @@ def bench_one(
             started = time.monotonic()
             population = populate(engine, "scale", size)
             result.figures["populate_s"] = time.monotonic() - started
+            result.figures["loop_pause_ms"] = asyncio.run(longest_loop_pause(engine)) * 1000
             measure(result, population, engine, env, home, config, args)
         finally:
             engine.dispose()
     return result
+
+
+async def longest_loop_pause(engine: Engine) -> float:
+    """A full load in a worker thread, as the gateway does it, next to an event loop that
+    wakes every millisecond: the longest the loop waited beyond its millisecond (seconds)."""
+    loader = StateLoader(session_factory(engine), SecretBox(None))
+    longest = 0.0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal longest
+        while not done.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            longest = max(longest, time.perf_counter() - before - 0.001)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.01)
+    await asyncio.to_thread(loader.load_full, None)
+    done.set()
+    await task
+    return longest
 
 
 def measure(
@@ -356,6 +383,7 @@ def measure(
 
 ROWS = (
     ("populate_s", "write the rows (s)", 1),
+    ("loop_pause_ms", "longest event-loop pause in a full load, in-process (ms)", 1),
     ("start_until_ready_s", "start until /-/ready (s)", 2),
     ("full_load_s", "  of which: load the keys (s)", 2),
     ("rss_ready_mib", "RSS when ready (MiB)", 0),
