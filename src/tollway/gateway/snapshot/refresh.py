@@ -20,9 +20,11 @@ skips the ids it has already applied, so a late commit is still picked up.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -48,7 +50,8 @@ CHANGE_LOG_RETENTION = timedelta(hours=1)
 FREEZE_AT = 100_000
 """Keys from which a full load ends with ``gc.freeze()``. The index itself gives the collector
 almost nothing to scan (its dicts hold only bytes and ints, which are not tracked); freezing
-also moves everything else loaded so far out of the way. Small stores gain nothing by it."""
+moves everything else alive by then (modules, config, the index's two lists) out of every later
+collection, so a full pass stays short. Small stores gain nothing by it."""
 
 
 @dataclass
@@ -72,6 +75,25 @@ class LoadCounts:
     last_full_load_seconds: float = 0.0
 
 
+@contextlib.contextmanager
+def _no_collections_meanwhile() -> Iterator[list[bool]]:
+    """No automatic garbage collection while a full load runs, then ``gc.freeze()`` if the
+    caller appended True (a large load). A full collection holds the interpreter for as long as
+    it takes to scan every tracked object (tens of ms in a gateway process, more on a busy
+    machine): started by the loader's allocations, it would pause the event loop. The load
+    itself makes no reference cycles; the loop's, if any, wait until after the load."""
+    collecting = gc.isenabled()
+    gc.disable()
+    large: list[bool] = []
+    try:
+        yield large
+    finally:
+        if any(large):
+            gc.freeze()  # what is loaded now lives long: keep it out of every later collection
+        if collecting:
+            gc.enable()
+
+
 def _let_the_loop_run() -> None:
     time.sleep(0)  # gives up the interpreter lock, so a waiting event loop runs now
 
@@ -90,17 +112,16 @@ class StateLoader:
 
     def load_full(self, previous: GatewayState | None) -> GatewayState:
         started = time.perf_counter()
-        with self.sessions() as session:
+        with self.sessions() as session, _no_collections_meanwhile() as large:
             high = session.scalar(select(func.max(ChangeLog.id))) or 0
             config = load_config_data(session)
             keys = build_key_index(session, pause=_let_the_loop_run)
+            large.append(len(keys) >= FREEZE_AT)
         self._config = config
         self._mark_seen_up_to(high)
         state = compile_state(config, keys, self.secret_box, previous)
         if previous is not None and previous.keys is not keys:
             self._retire(previous.keys)
-        if len(keys) >= FREEZE_AT:
-            gc.freeze()  # what is loaded now lives long: keep it out of every later collection
         elapsed = time.perf_counter() - started
         self.counts.full_loads += 1
         self.counts.keys_loaded += len(keys) // 2
