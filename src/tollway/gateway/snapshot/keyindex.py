@@ -76,12 +76,6 @@ class KeyIndex:
         packed = self._shards[digest[0]].get(digest)
         return None if packed is None else (packed >> _BITS) & _MASK
 
-    @classmethod
-    def build(cls, subscriptions: Iterable[IndexedSubscription]) -> KeyIndex:
-        index = cls()
-        index.apply(subscriptions)
-        return index
-
     def add_rows(self, rows: Iterable[tuple[int, int, int, bytes, bytes]]) -> int:
         """Add (or overwrite) active subscriptions as (subscription id, user id, product id,
         primary digest, secondary digest): the bulk path of a full load. Returns how many."""
