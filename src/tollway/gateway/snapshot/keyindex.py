@@ -21,8 +21,9 @@ bytes per id, ids being a dense autoincrement sequence.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tollway.grants import Grant
 
@@ -76,22 +77,35 @@ class KeyIndex:
         packed = self._shards[digest[0]].get(digest)
         return None if packed is None else (packed >> _BITS) & _MASK
 
-    def add_rows(self, rows: Iterable[tuple[int, int, int, bytes, bytes]]) -> int:
-        """Add (or overwrite) active subscriptions as (subscription id, user id, product id,
-        primary digest, secondary digest): the bulk path of a full load. Returns how many."""
+    def add_rows(self, rows: Iterable[Sequence[Any]]) -> int:
+        """Add active subscriptions as rows of (subscription id, user id, product id, primary
+        digest, secondary digest), the digests in hex as stored: the bulk path of a full load.
+        Returns how many. (``_put`` inlined: this loop runs once per subscription.)"""
         shards, primary, secondary = self._shards, self._primary, self._secondary
+        fromhex = bytes.fromhex
         added = 0
-        for sid, uid, pid, first, second in rows:
+        for sid, uid, pid, first_hex, second_hex in rows:
             if sid >= len(primary):
                 self._grow(sid)
             if (sid | uid | pid) >> _BITS:  # (negative or too large for their field)
                 raise ValueError(f"ids out of range for the key index: subscription {sid}")
             packed = sid | pid << _BITS | uid << (2 * _BITS)
+            first, second = fromhex(first_hex), fromhex(second_hex)
             shards[first[0]][first] = packed
             shards[second[0]][second] = packed
             primary[sid], secondary[sid] = first, second
             added += 1
         return added
+
+    def _put(self, sid: int, uid: int, pid: int, first: bytes, second: bytes) -> None:
+        if sid >= len(self._primary):
+            self._grow(sid)
+        if (sid | uid | pid) >> _BITS:
+            raise ValueError(f"ids out of range for the key index: subscription {sid}")
+        packed = sid | pid << _BITS | uid << (2 * _BITS)
+        self._shards[first[0]][first] = packed
+        self._shards[second[0]][second] = packed
+        self._primary[sid], self._secondary[sid] = first, second
 
     def apply(self, subscriptions: Iterable[IndexedSubscription]) -> int:
         """Replace these subscriptions' keys in place (remove them when inactive). Returns how
@@ -105,7 +119,7 @@ class KeyIndex:
             new: tuple[bytes, ...] = ()
             if sub.active and sub.digests:
                 new = (sub.digests[0], sub.digests[-1])
-                self.add_rows([(sid, sub.user_id, sub.product_id, new[0], new[1])])
+                self._put(sid, sub.user_id, sub.product_id, new[0], new[1])
             elif old != (None, None):
                 self._primary[sid] = self._secondary[sid] = None
             for digest in old:

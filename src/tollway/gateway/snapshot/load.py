@@ -95,29 +95,32 @@ BATCH = 5000
 for long (the event loop runs between batches), large enough to keep round trips few."""
 
 
-def stream_active_subscriptions(
-    session: Session, batch: int = BATCH
-) -> Iterator[Sequence[tuple[int, int, int, str, str]]]:
+def stream_active_subscriptions(session: Session, batch: int = BATCH) -> Iterator[Sequence[Any]]:
     """(id, user id, product id, primary digest, secondary digest) of every active subscription
-    of an active user, ``batch`` rows at a time from a server-side cursor (``yield_per``), so a
-    million rows are never in memory at once.
+    of an active user, ``batch`` rows at a time, so a million rows are never in memory at once.
 
     Blocked users are few: they are read first and skipped here, which is cheaper than joining
-    every subscription to its user."""
+    every subscription to its user. The rows come straight from the driver's cursor (a
+    server-side one on PostgreSQL): SQLAlchemy's result rows cost a third more per row here."""
     blocked = frozenset(session.scalars(select(User.id).where(User.state != UserState.active)))
-    query = (
-        select(
-            Subscription.id,
-            Subscription.user_id,
-            Subscription.product_id,
-            Subscription.primary_digest,
-            Subscription.secondary_digest,
-        )
-        .where(Subscription.state == SubscriptionState.active)
-        .execution_options(yield_per=batch)
-    )
-    for rows in session.connection().execute(query).partitions():
-        yield [row for row in rows if row[1] not in blocked] if blocked else rows
+    query = select(
+        Subscription.id,
+        Subscription.user_id,
+        Subscription.product_id,
+        Subscription.primary_digest,
+        Subscription.secondary_digest,
+    ).where(Subscription.state == SubscriptionState.active)
+    connection = session.connection()
+    sql = str(query.compile(connection, compile_kwargs={"literal_binds": True}))
+    driver: Any = connection.connection.dbapi_connection
+    server_side = connection.dialect.name == "postgresql"
+    cursor = driver.cursor(name="tollway_keys") if server_side else driver.cursor()
+    try:
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(batch):
+            yield [row for row in rows if row[1] not in blocked] if blocked else rows
+    finally:
+        cursor.close()
 
 
 def highest_subscription_id(session: Session) -> int:
@@ -128,12 +131,8 @@ def build_key_index(session: Session, *, pause: Callable[[], None] | None = None
     """The key index of every active subscription, built batch by batch; ``pause()`` runs
     between batches (the loader lets the event loop's thread run there)."""
     index = KeyIndex(highest_subscription_id(session))
-    fromhex = bytes.fromhex
     for rows in stream_active_subscriptions(session):
-        index.add_rows(
-            (sid, uid, pid, fromhex(primary), fromhex(secondary))
-            for sid, uid, pid, primary, secondary in rows
-        )
+        index.add_rows(rows)
         if pause is not None:
             pause()
     return index
