@@ -120,7 +120,7 @@ class StateLoader:
         self._config = config
         self._mark_seen_up_to(high)
         state = compile_state(config, keys, self.secret_box, previous)
-        if previous is not None and previous.keys is not keys:
+        if previous is not None and previous.keys is not keys and len(previous.keys):
             self._retire(previous.keys)
         elapsed = time.perf_counter() - started
         self.counts.full_loads += 1
