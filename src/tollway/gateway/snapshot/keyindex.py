@@ -16,7 +16,8 @@ Built for millions of keys (issue 17; docs/performance.md "A million keys"):
 
 To remove a subscription's old keys the writer keeps, per subscription id, references to its
 digests (the same bytes objects the dicts hold) in two lists indexed by subscription id: 16
-bytes per id, ids being a dense autoincrement sequence.
+bytes per id up to the highest active one, ids being a dense autoincrement sequence (10 million
+subscriptions ever created cost 160 MB here, however few are active).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class Changes:
 
 @dataclass
 class LoadCounts:
-    """What the loader has read so far: shown on ``/-/ready`` and asserted by the tests."""
+    """What the loader has read so far (the tests assert on it; full loads are also logged)."""
 
     full_loads: int = 0  # every key read from the store (start, or too many changes at once)
     keys_loaded: int = 0  # subscriptions read by full loads
