@@ -1,7 +1,10 @@
-"""The gateway ASGI application: route, authenticate, forward, record.
+"""The gateway ASGI application: route, admit, and hand API calls to the exchange core.
 
-Raw ASGI on the hot path (no framework routing per request). Tollway's own pages (``/docs``,
-``/-/``, ``/portal``) are separate apps mounted on reserved prefixes by the composition root,
+Raw ASGI on the hot path (no framework routing per request). ``Gateway.admit`` is the admission
+both transports use (through ``exchange.core.ApiExchange``); ``Gateway.handle_api`` is the ASGI
+transport's entry for an API call (``exchange.asgi``); ``Gateway.record_exchange`` is the one
+recording call for every API call. Tollway's own pages (``/docs``, ``/-/``, ``/portal``) are
+separate apps mounted on reserved prefixes by the composition root,
 :func:`tollway.site.compose.create_gateway`.
 """
 
@@ -22,16 +25,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from tollway import problems
 from tollway.crypto import SecretBox
 from tollway.db.session import make_engine, session_factory
+from tollway.gateway.exchange.asgi import AsgiExchange
+from tollway.gateway.exchange.core import Admission, ApiExchange, Denied, Outcome, body_too_large
 from tollway.gateway.exchange.hosting import take_over_host
-from tollway.gateway.exchange.policed import PolicedExchange, body_too_large, send_preflight
 from tollway.gateway.exchange.policing import Pending, Policing, Preflight
 from tollway.gateway.recording import accesslog
 from tollway.gateway.recording.usage import UsageBuffer, write_usage
 from tollway.gateway.snapshot.refresh import StateLoader
 from tollway.gateway.snapshot.routing import normalise_path
 from tollway.gateway.snapshot.state import EMPTY_STATE, GatewayState, Route, retired_backends
-from tollway.gateway.upstream.backends import BodyFraming, ResponseAborted, UpstreamRequest
-from tollway.gateway.upstream.client import UpstreamError, UpstreamTimeout
 from tollway.gateway.upstream.forwarding import prepare_request, take_query_key
 from tollway.policies.base import Reject, RequestContext
 from tollway.policies.chain import EMPTY_CHAIN, Chain
@@ -44,41 +46,6 @@ from tollway.types import ASGIApp, Headers, Message, Receive, Scope, Send
 logger = logging.getLogger("tollway.gateway")
 
 PRUNE_EVERY = 600.0
-
-
-@dataclass(slots=True)
-class Admission:
-    """A request the gateway lets through, with what the backend should receive."""
-
-    subscription_id: int
-    headers: Headers
-    host: bytes
-    framing: int
-    query: bytes
-    pending: Pending | None = None  # policy work left, and headers for the response
-    client_ip: str = ""  # the client's address, through trusted proxies (for the access log)
-    max_body: int = 0  # the largest body forwarded: a request-size-limit, else the default
-
-
-@dataclass(frozen=True, slots=True)
-class Denied:
-    """A refusal that is attributed to a subscription (its usage is recorded against it)."""
-
-    problem: problems.ProblemType | Reject
-    subscription_id: int
-
-
-Outcome = Admission | Denied | problems.ProblemType | Reject | Preflight
-
-
-def refusal(outcome: problems.ProblemType | Denied | Reject) -> tuple[Reject, int]:
-    """The refusal to send, and the subscription its usage is recorded against."""
-    if isinstance(outcome, Denied):
-        inner = outcome.problem
-        return (inner if isinstance(inner, Reject) else Reject(inner)), outcome.subscription_id
-    if isinstance(outcome, Reject):
-        return outcome, 0
-    return Reject(outcome), 0
 
 
 @dataclass
@@ -192,10 +159,10 @@ class Gateway:
     ) -> Outcome:
         """Decide whether a request may go to the route's backend (no I/O, no awaiting).
 
-        Shared by the ASGI path and the fast path (``gateway.transport.fastpath``), so both apply
-        the same rules in the same order: operation allow-list, CORS preflight, IP filters, key,
-        then the rest of the policy chain (docs/policies.md). Work that needs awaiting is left in
-        ``Admission.pending`` for ``Policing.settle``.
+        Called by the exchange core (``ApiExchange.admit_request``) on both transports: operation
+        allow-list, CORS preflight, IP filters, key, then the rest of the policy chain
+        (docs/policies.md). Work that needs awaiting is left in ``Admission.pending`` for
+        ``ApiExchange.settle``.
         """
         op_key = None
         if route.operations is not None:
@@ -274,156 +241,28 @@ class Gateway:
     async def handle_api(
         self, route: Route, rest: bytes, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        started = time.perf_counter()
-        method: str = scope["method"]
-        client = scope.get("client")
-        outcome = self.admit(
-            route,
-            method,
-            rest,
-            scope["headers"],
-            scope.get("query_string", b""),
-            client[0] if client else "",
-            scope.get("scheme", "http"),
-        )
-        if isinstance(outcome, Preflight):
-            await send_preflight(send, outcome)
-            self.record_exchange(route, 0, 204, 0, 0, started, method, client)
-            return
-        if not isinstance(outcome, Admission):
-            await self._refuse(route, outcome, send, started, method, client, scope["headers"])
-            return
-        pending = outcome.pending
-        if pending is not None and self.policing.needs_settling(pending):
-            refused = await self.settle(outcome, pending)
-            if refused is not None:
-                denied = Denied(refused, outcome.subscription_id)
-                await self._refuse(route, denied, send, started, method, client, scope["headers"])
-                return
-        request = UpstreamRequest(
-            method,
-            rest,
-            outcome.query,
-            outcome.headers,
-            outcome.host,
-            outcome.framing,
-            scope,
-            route.prefix_bytes,
-            pending.chain.timeout if pending is not None else None,
-        )
-        sid = outcome.subscription_id
-        if pending is None and outcome.framing != BodyFraming.CHUNKED:
-            await self.forward(
-                route, request, sid, receive, send, started, client_ip=outcome.client_ip
-            )
-            return
-        # (A chunked body's size is only known as it streams: PolicedExchange counts it.)
-        exchange = PolicedExchange(
-            self, route, request, sid, pending, started, outcome.client_ip, outcome.max_body
-        )
-        await exchange.run(receive, send)
+        """An API call on the ASGI transport (the exchange core decides, ``exchange.asgi``
+        passes the messages)."""
+        exchange = AsgiExchange(self, route, scope["method"], scope.get("client"))
+        await exchange.run(rest, scope, receive, send)
 
-    async def settle(self, admission: Admission, pending: Pending) -> Reject | None:
-        """The policy work that needs awaiting (JWT checks, limits on Redis), then the request
-        edits that depend on it (claims to headers). Both transports call this."""
-        refused = await self.policing.settle(pending)
-        if refused is None:
-            for policy in pending.chain.jwts:
-                admission.headers = policy.edit_request(admission.headers, pending.ctx.claims)
-        return refused
-
-    def refusal_headers(self, route: Route, headers: Headers) -> Headers:
-        """CORS headers for a refusal, so browser code can read why it was refused."""
-        cors = self.state.policies.chain(route.api_id, None, None).cors
-        if cors is None:
-            return []
-        origin = next((value for name, value in headers if name == b"origin"), None)
-        return cors.response_headers(origin)
-
-    async def _refuse(
-        self,
-        route: Route,
-        outcome: problems.ProblemType | Denied | Reject,
-        send: Send,
-        started: float,
-        method: str,
-        client: tuple[str, int] | None,
-        scope_headers: Headers,
-    ) -> None:
-        reject, subscription_id = refusal(outcome)
-        await problems.send_problem(
-            send,
-            reject.problem,
-            reject.detail,
-            headers=reject.headers + self.refusal_headers(route, scope_headers),
-            status=reject.status,
-            **reject.extra,
-        )
-        status = reject.status or reject.problem.status
-        self.record_exchange(route, subscription_id, status, 0, 0, started, method, client)
-
-    async def forward(
-        self,
-        route: Route,
-        request: UpstreamRequest,
-        subscription_id: int,
-        receive: Receive,
-        send: Send,
-        started: float,
-        *,
-        record: bool = True,
-        client_ip: str = "",
-    ) -> tuple[int, int, int]:
-        """Forward, record the exchange (unless told not to), return (status, in, out)."""
-        method, client = request.method, client_ip or request.scope.get("client")
-        outcome = await self._forward_once(route, request, receive, send)
-        if record:
-            status, bytes_in, bytes_out = outcome
-            self.record_exchange(
-                route, subscription_id, status, bytes_in, bytes_out, started, method, client
-            )
-        return outcome
-
-    async def _forward_once(
-        self, route: Route, request: UpstreamRequest, receive: Receive, send: Send
-    ) -> tuple[int, int, int]:
-        try:
-            result = await route.backend.forward(request, receive, send)
-        except UpstreamTimeout as exc:
-            logger.warning("api %s: %s", route.name, exc)
-            await problems.send_problem(send, problems.BACKEND_TIMEOUT)
-            return 504, 0, 0
-        except UpstreamError as exc:
-            logger.warning("api %s: %s", route.name, exc)
-            await problems.send_problem(send, problems.BACKEND_UNREACHABLE)
-            return 502, 0, 0
-        except ResponseAborted as exc:
-            # Headers already went out: all we can do is cut the connection short.
-            logger.warning("api %s: response cut short: %s", route.name, exc)
-            return exc.status, 0, exc.bytes_out
-        return result.status, result.bytes_in, result.bytes_out
-
-    def record_exchange(
-        self,
-        route: Route,
-        subscription_id: int,
-        status: int,
-        bytes_in: int,
-        bytes_out: int,
-        started: float,
-        method: str,
-        client: tuple[str, int] | str | None,
-    ) -> None:
-        """Count the call for usage and, when enabled, write an access-log line.
+    def record_exchange(self, exchange: ApiExchange) -> None:
+        """The one recording call, for every API call on both transports, with the exchange as
+        the record (``ApiExchange``: status, bytes, latency, upstream latency, the problem the
+        gateway answered with): usage and, when enabled, an access-log line.
 
         The log line names the client (as resolved through trusted proxies, when known) and the
         API, never the path's query string (it may carry the key).
         """
-        latency_ms = (time.perf_counter() - started) * 1000
-        self.usage.record(subscription_id, route.api_id, status, bytes_in, bytes_out, latency_ms)
+        route, sid, status = exchange.route, exchange.subscription_id, exchange.status
+        latency_ms = exchange.latency_ms
+        self.usage.record(
+            sid, route.api_id, status, exchange.bytes_in, exchange.bytes_out, latency_ms
+        )
         if self.settings.access_log:
-            address = (client if isinstance(client, str) else client[0]) if client else ""
-            accesslog.api_call(address, method, route.prefix, status, latency_ms, subscription_id)
+            peer = exchange.peer
+            address = (peer if isinstance(peer, str) else peer[0]) if peer else ""
+            accesslog.api_call(address, exchange.method, route.prefix, status, latency_ms, sid)
 
     # lifecycle ----------------------------------------------------------------------------------
     async def _lifespan(self, receive: Receive, send: Send) -> None:
