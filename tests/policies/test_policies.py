@@ -195,3 +195,18 @@ async def test_timeout_policy_cuts_a_slow_backend_short(
 
 def test_settings_default_to_memory_store() -> None:
     assert Settings().redis_url == "memory://"  # type: ignore[call-arg]
+
+
+def test_every_built_in_kind_acts_through_a_declared_hook_or_a_chain_setting() -> None:
+    """A policy kind takes part by naming a hook of ``phases.HOOKS`` (or by being one of the
+    chain's settings): a misspelt hook would otherwise be silently skipped."""
+    from tollway.policies.chain import SETTINGS
+    from tollway.policies.kinds import BUILT_IN
+    from tollway.policies.phases import HOOKS
+    from tollway.policies.registry import POLICY_BUILDERS
+
+    assert len(BUILT_IN) == len(POLICY_BUILDERS)
+    for kind, cls in POLICY_BUILDERS.items():
+        assert isinstance(cls, type)
+        hooks = [name for name in HOOKS if callable(getattr(cls, name, None))]
+        assert hooks or getattr(cls, "slot", None) in SETTINGS, kind

@@ -229,8 +229,6 @@ class ApiExchange:
         refused = await self.gateway.policing.settle(policy)
         if refused is not None:
             return self.refusal_answer(refused)
-        for jwt in policy.chain.jwts:
-            admission.headers = jwt.edit_request(admission.headers, policy.ctx.claims)
         key, cache = self.cache_key, policy.chain.cache
         if key is not None and cache is not None:
             hit = await cache.lookup(self.gateway.cache_store, policy.ctx, key)
@@ -243,6 +241,9 @@ class ApiExchange:
         """What the backend gets (the timeout policy bounds the wait for its response head)."""
         admission = self.admission
         assert admission is not None
+        policy = self.policy
+        if policy is not None and policy.chain.edit_request_hooks:
+            admission.headers = policy.chain.edit_request(admission.headers, policy.ctx)
         self.forwarded_at = time.perf_counter()
         return UpstreamRequest(
             self.method,
@@ -266,10 +267,9 @@ class ApiExchange:
             (b"content-length", str(len(body)).encode()),
             *reject.headers,
         ]
-        cors = self.gateway.state.policies.chain(self.route.api_id, None, None).cors
-        if cors is not None:
-            origin = next((v for n, v in self.request_headers if n == b"origin"), None)
-            headers += cors.response_headers(origin)
+        base = self.gateway.state.policies.chain(self.route.api_id, None, None)
+        if base.response_headers_hooks:
+            headers += base.response_headers(self.request_headers)
         self.status, self.rejected = status, reject
         return status, headers, body
 
@@ -304,7 +304,7 @@ class ApiExchange:
         policy = self.policy
         if policy is not None:
             clean = policy.edit_response(clean)
-            if policy.chain.header_edits:  # (set-header cannot add a hop-by-hop header either)
+            if policy.chain.edit_response_hooks:  # (an edit cannot add a hop-by-hop header)
                 clean = [(n, v) for n, v in clean if n not in HOP_BY_HOP]
         return clean
 
@@ -376,7 +376,7 @@ class ApiExchange:
     def end(self) -> None:
         """Charge byte quotas, then the one recording call (usage, access log, metrics)."""
         policy = self.policy
-        if policy is not None and policy.chain.limiters:
+        if policy is not None and policy.chain.byte_checks_hooks:
             self.gateway.policing.record_bytes(policy, self.bytes_in + self.bytes_out)
         self.latency_ms = (time.perf_counter() - self.started) * 1000
         self.gateway.record_exchange(self)

@@ -175,13 +175,12 @@ class Gateway:
         base = policies.chain(route.api_id, op_key, None)
         prepared = prepare_request(headers, peer, scheme, route.key_header, self.trust)
         ctx = RequestContext(method, rest, headers, prepared.client, route.api_id, 0.0)
-        if base.cors is not None and method == "OPTIONS":
-            preflight = self._preflight(base, ctx)
+        if base.answer_preflight_hooks and method == "OPTIONS":
+            preflight = base.answer_preflight(ctx)
             if preflight is not None:
-                return preflight
-        for ip_filter in base.ip_filters:
-            if (refused := ip_filter.check(ctx)) is not None:
-                return refused
+                return preflight if isinstance(preflight, Reject) else Preflight(preflight)
+        if base.check_access_hooks and (refused := base.check_access(ctx)) is not None:
+            return refused
         key, query = take_query_key(query, route.key_query)
         key = prepared.key or key
         grant = self.state.keys.lookup(hashlib.sha256(key).digest()) if key else None
@@ -215,26 +214,15 @@ class Gateway:
         refused = self._apply_chain(chain, ctx, admission)
         return admission if refused is None else Denied(refused, sid)
 
-    def _preflight(self, chain: Chain, ctx: RequestContext) -> Preflight | Reject | None:
-        origin = ctx.header(b"origin")
-        wanted = ctx.header(b"access-control-request-method")
-        if chain.cors is None or origin is None or wanted is None:
-            return None
-        requested = ctx.header(b"access-control-request-headers")
-        allowed = chain.cors.preflight(origin, wanted, requested)
-        return Reject(problems.CORS_FORBIDDEN) if allowed is None else Preflight(allowed)
-
     def _apply_chain(
         self, chain: Chain, ctx: RequestContext, admission: Admission
     ) -> Reject | None:
-        for ip_filter in chain.ip_filters:  # (product-scope filters apply once the key is known)
-            if (refused := ip_filter.check(ctx)) is not None:
-                return refused
+        # (product-scope filters apply once the key is known)
+        if chain.check_access_hooks and (refused := chain.check_access(ctx)) is not None:
+            return refused
         pending = Pending(chain, ctx, collect_limits(chain, ctx))
-        if chain.cors is not None:
-            pending.response_headers += chain.cors.response_headers(ctx.header(b"origin"))
-        for edit in chain.header_edits:
-            admission.headers = edit.edit_request(admission.headers)
+        if chain.response_headers_hooks:
+            pending.response_headers += chain.response_headers(ctx.headers)
         admission.pending = pending
         return self.policing.apply_limits(pending)
 
