@@ -13,6 +13,7 @@ from tollway.settings import Settings
 
 from ..gateway.conftest import apply
 from ..gateway.test_usage import usage_rows
+from ..servers import free_port
 from .conftest import Served, calls, config, subscribe
 
 pytestmark = pytest.mark.anyio
@@ -103,6 +104,21 @@ async def test_cors_headers_reach_answers_and_refusals(
     assert refused.headers["access-control-allow-origin"] == "https://app.example.com"
     assert "access-control-allow-origin" not in foreign.headers
     assert calls(engine) == {(keys.subscription.id, "echo", 2): 1, (0, "echo", 4): 2}
+
+
+async def test_a_backend_failure_is_a_problem_browser_code_can_read(
+    engine: Engine, database_url: str, served: Served
+) -> None:
+    """The gateway's own answers carry the CORS headers whatever made them: a 502 too."""
+    down = {"url": f"http://127.0.0.1:{free_port()}", "connect_timeout": 2}
+    api = {"path": "/down", "backend": "down", "subscription_required": False, "policies": [CORS]}
+    cfg = config([], backends={"down": down}, apis={"down": api})
+    async with served(engine, database_url, cfg) as (_, client):
+        failed = await client.get("/down/x", headers={"Origin": "https://app.example.com"})
+    assert failed.status_code == 502
+    assert failed.json()["type"] == "/-/problems/backend-unreachable"
+    assert failed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert calls(engine) == {(0, "down", 5): 1}
 
 
 async def test_set_header_injects_a_secret_the_client_never_sees(
