@@ -250,7 +250,8 @@ class Usage(Base):
     __tablename__ = "usage"
     subscription_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     api_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    minute: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    # indexed for analytics across all traffic, which filter on time alone (migration 0006)
+    minute: Mapped[datetime] = mapped_column(DateTime, primary_key=True, index=True)
     status_class: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     calls: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
