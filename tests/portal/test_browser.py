@@ -247,8 +247,11 @@ def test_sign_out_everywhere_in_the_browser(browser: Browser, base_url: str) -> 
 def test_usage_and_admin_analytics_pages_after_real_calls(
     browser: Browser, base_url: str, sqlite_engine: Engine
 ) -> None:
-    context = browser.new_context(
-        base_url=base_url, viewport={"width": 1100, "height": 800}, accept_downloads=True
+    context = browser.new_context(  # the pages' own scripts off: everything is plain HTML
+        base_url=base_url,
+        viewport={"width": 1100, "height": 800},
+        accept_downloads=True,
+        java_script_enabled=False,
     )
     page = context.new_page()
     page.goto("/portal/signin")
