@@ -12,8 +12,10 @@ of 2 or more (under 0.5 ms: linear in ``[0, 0.5)``; from 32 768 ms on only "at l
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -92,19 +94,14 @@ def estimate_percentile(buckets: Sequence[int], q: float) -> float | None:
     total = sum(buckets)
     if total == 0:
         return None
-    rank = q * total
-    seen = 0
-    for i, count in enumerate(buckets):
-        if count and seen + count >= rank:
-            share = (rank - seen) / count
-            if i == 0:
-                return LATENCY_BOUNDS[0] * share
-            if i == LATENCY_BUCKETS - 1:
-                return LATENCY_BOUNDS[-1]  # at least this much
-            low = LATENCY_BOUNDS[i - 1]
-            return float(low * 2**share)
-        seen += count
-    return LATENCY_BOUNDS[-1]  # unreachable: rank <= total
+    cumulative = list(itertools.accumulate(buckets))
+    i = bisect.bisect_left(cumulative, q * total)  # the first bucket reaching the rank
+    share = (q * total - (cumulative[i] - buckets[i])) / buckets[i]  # how far into it, 0..1
+    if i == 0:
+        return LATENCY_BOUNDS[0] * share
+    if i == LATENCY_BUCKETS - 1:
+        return LATENCY_BOUNDS[-1]  # at least this much
+    return float(LATENCY_BOUNDS[i - 1] * 2**share)
 
 
 def integer_ticks(highest: int, most: int = 6) -> list[int]:
