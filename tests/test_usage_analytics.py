@@ -240,7 +240,7 @@ def test_breakdowns_by_api_product_subscription_and_top_developers(
         ("metered", "metered", 4, 0),
     ]
     assert table("subscription") == [
-        ("no subscription (calls without a key)", "0", 8, 8),
+        ("no subscription (no key or an unknown key)", "0", 8, 8),
         (f"#{a1} starter (ada@example.com)", str(a1), 6, 1),
         (f"#{a2} metered (ada@example.com)", str(a2), 4, 0),
         (f"#{b1} starter (bob@example.com)", str(b1), 3, 0),

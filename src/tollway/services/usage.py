@@ -297,10 +297,9 @@ def usage_report(
     for name in breakdowns:
         key, labels = _BREAKDOWN_KEYS[name]
         grouped = _grouped(session, scope, start, end, [key])
-        names = labels(session, [k for (k,) in grouped])
-        lines = [Breakdown(*names[k], stats) for (k,), stats in grouped.items()]
-        lines.sort(key=lambda line: (-line.stats.calls, line.label))
-        report.breakdowns[name] = lines[:top]
+        ranked = sorted(grouped.items(), key=lambda item: (-item[1].calls, str(item[0])))[:top]
+        names = labels(session, [k for (k,), _ in ranked])
+        report.breakdowns[name] = [Breakdown(*names[k], stats) for (k,), stats in ranked]
     return report
 
 
@@ -325,7 +324,7 @@ def _product_labels(session: Session, ids: list[Any]) -> dict[Any, tuple[str, st
 
 def subscription_label(subscription: Subscription | None, subscription_id: int) -> str:
     if subscription_id == 0:
-        return "no subscription (calls without a key)"
+        return "no subscription (no key or an unknown key)"
     if subscription is None:
         return f"#{subscription_id} (deleted)"
     return f"#{subscription.id} {subscription.product.name} ({subscription.user.email})"
@@ -383,26 +382,23 @@ def usage_csv(session: Session, scope: Scope, period: Period, now: datetime) -> 
     starts = bucket_starts(period, now)
     start, end = starts[0], starts[-1] + period.step
     step = _step_number(session, period.step)
-    keys: list[KeyColumn] = [step, Usage.api_id, Usage.subscription_id]
+    # a subscription's product goes with it: grouping by both is grouping by the subscription
+    keys: list[KeyColumn] = [step, Usage.api_id, Usage.subscription_id, Subscription.product_id]
     grouped = _grouped(session, scope, start, end, keys)
     apis = _api_labels(session, sorted({k[1] for k in grouped}))
-    subscription_ids = sorted({k[2] for k in grouped})
-    found = {
-        s.id: s
-        for s in session.scalars(select(Subscription).where(Subscription.id.in_(subscription_ids)))
-    }
+    products = _product_labels(session, [k[3] for k in grouped])
     seconds = period.step.total_seconds()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
-    for (number, api_id, subscription_id), stats in sorted(grouped.items()):
-        subscription = found.get(subscription_id)
+    rows = sorted(grouped.items(), key=lambda item: item[0][:3])
+    for (number, api_id, subscription_id, product_id), stats in rows:
         writer.writerow(
             [
                 _naive(int(number) * seconds).isoformat(timespec="minutes"),
                 apis[api_id][0],
                 subscription_id,
-                subscription.product.name if subscription else "",
+                products[product_id][1],
                 stats.calls,
                 *stats.calls_by_class,
                 _number(stats.error_rate),
