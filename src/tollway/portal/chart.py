@@ -4,13 +4,21 @@ safe in threads). Rendering takes tens of milliseconds, so callers run it off th
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from datetime import datetime
 
 from matplotlib.figure import Figure
 
 from tollway.services.usage import STATUS_CLASSES, UsageReport
 
 COLOURS = {1: "#8c8c8c", 2: "#2e7d32", 3: "#1565c0", 4: "#ef6c00", 5: "#c62828"}
-LABEL_EVERY = {"1h": 10, "24h": 3, "7d": 4, "30d": 5}  # x labels: every 10 min, 3 h, day, 5 days
+# which steps get an x label: every 10 minutes, 3 hours, midnight, 5th day of the month
+LABELLED: dict[str, Callable[[datetime], bool]] = {
+    "1h": lambda start: start.minute % 10 == 0,
+    "24h": lambda start: start.hour % 3 == 0,
+    "7d": lambda start: start.hour == 0,
+    "30d": lambda start: start.day % 5 == 0,
+}
 
 
 def usage_figure(report: UsageReport) -> Figure:
@@ -31,17 +39,15 @@ def usage_figure(report: UsageReport) -> Figure:
             )
             bottom = [b + c for b, c in zip(bottom, calls, strict=True)]
     period = report.period
-    every = LABEL_EVERY[period.name]
-    axes.set_xticks(
-        positions[::every], [s.strftime(period.tick_format) for s in report.starts[::every]]
-    )
+    labelled = [(i, s) for i, s in enumerate(report.starts) if LABELLED[period.name](s)]
+    axes.set_xticks([i for i, _ in labelled], [s.strftime(period.tick_format) for _, s in labelled])
     ticks = report.y_ticks()
     axes.set_yticks(ticks, [str(t) for t in ticks])
     axes.set_ylim(0, ticks[-1])
     axes.set_ylabel("calls")
     axes.set_title(f"calls per {period.step_name}, {period.title} (UTC)")
     if report.total.calls:
-        axes.legend(loc="upper left", frameon=False)
+        axes.legend(loc="upper left", bbox_to_anchor=(1, 1), frameon=False)  # beside the bars
     axes.spines[["top", "right"]].set_visible(False)
     return figure
 
