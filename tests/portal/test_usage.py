@@ -180,8 +180,12 @@ async def test_admins_see_all_traffic_by_api_product_subscription_and_developer(
 
         mine = await admin.client.get(f"/portal/admin/analytics?subscription={ada}")
         assert "2 calls in this period" in mine.text
+        assert "No call quota applies to this subscription" in mine.text
         product = await admin.client.get("/portal/admin/analytics?product=metered")
         assert "1 call in this period" in product.text
+        assert "quota" not in product.text.split("<h1>", 1)[1].lower()  # not one subscription
+        metered_page = await admin.client.get(f"/portal/admin/analytics?subscription={metered}")
+        assert "4 of 5 calls left</strong>: 1 used" in metered_page.text
         chart = await admin.client.get("/portal/admin/analytics.svg?period=30d")
         assert "calls per day, last 30 days" in chart.text
         download = await admin.client.get("/portal/admin/analytics.csv")

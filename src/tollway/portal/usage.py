@@ -126,6 +126,10 @@ def _admin_view(
     view = View(period, scope, {"api": api, "product": product, "subscription": subscription})
     if full:
         view.report = usage_service.usage_report(session, scope, period, _now(), BREAKDOWNS)
+        if scope.subscription_id:  # one subscription: its quotas too
+            view.subscription = session.get(Subscription, scope.subscription_id)
+        if view.subscription is not None:
+            view.quotas = quota_status(session, view.subscription, datetime.now(UTC).timestamp())
         view.apis = usage_service.api_names(session)
         view.products = usage_service.product_names(session)
     return view
