@@ -31,6 +31,7 @@ from tollway.gateway.upstream.client import UpstreamError, UpstreamTimeout
 from tollway.types import Headers, Message, Scope
 
 logger = logging.getLogger("tollway.gateway")
+frames_logger = logging.getLogger("tollway.gateway.websocket.backend")  # (the library's debug)
 
 Data = str | bytes
 CLOSE_TIMEOUT = 5.0  # how long a closing handshake with the backend may take
@@ -135,7 +136,7 @@ class HttpSocket:
                 open_timeout=wait,
                 close_timeout=CLOSE_TIMEOUT,
                 max_size=max_size,
-                logger=logger,
+                logger=frames_logger,
             )
         except InvalidStatus as refused:
             response = refused.response
@@ -235,7 +236,8 @@ class AppSocket:
         try:
             await backend.app(scope, self._app_receive, self._app_send)
         except Exception:
-            logger.exception("in-process WebSocket backend raised an exception")
+            if not self.disconnected:  # (after the end, its sends fail: not its fault)
+                logger.exception("in-process WebSocket backend raised an exception")
         finally:
             if not self.disconnected:  # (once told, nobody reads: the task is awaited or cancelled)
                 await self.from_app.put(None)
@@ -244,8 +246,9 @@ class AppSocket:
         return await self.to_app.get()
 
     async def _app_send(self, message: Message) -> None:
-        if not self.disconnected:
-            await self.from_app.put(message)  # (waits while the client is slow: back-pressure)
+        if self.disconnected:  # (as a server does, ASGI 2.4: the app stops sending)
+            raise OSError("the WebSocket session has ended")
+        await self.from_app.put(message)  # (waits while the client is slow: back-pressure)
 
     async def _handshake(self) -> None:
         message = await self.from_app.get()
