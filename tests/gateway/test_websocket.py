@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,6 +31,7 @@ from tollway.services import subscriptions, users
 from tollway.settings import Settings
 from tollway.site.compose import create_gateway
 
+from ..conftest import REDIS_URL, require_service
 from ..servers import serve_gateway, serve_in_thread
 from .conftest import SECRET, apply
 from .test_usage import usage_rows
@@ -242,13 +244,20 @@ async def test_session_limits_close_with_their_codes(
             assert await closed_with(s) == (1008, "connection lifetime of 0.5 s reached")
 
 
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def test_rate_limit_counts_connections_and_usage_records_sessions(
-    transport: str, engine: Engine, database_url: str, live_url: str
+    transport: str, engine: Engine, database_url: str, live_url: str, store: str
 ) -> None:
-    config = live_config(live_url, [{"type": "rate-limit", "period": "2/60s"}])
+    # (on Redis the limit is settled by Gateway.settle; a fresh name keeps runs apart there)
+    redis_url = "memory://" if store == "memory" else require_service(REDIS_URL, "redis")
+    limit = {"type": "rate-limit", "period": "2/60s", "name": f"ws-{uuid.uuid4().hex[:8]}"}
+    config = live_config(live_url, [limit])
     keys = subscribe(engine, config)
     sid = keys.subscription.id
-    async with gateway_on(transport, engine, database_url, config) as (gateway, base):
+    async with gateway_on(transport, engine, database_url, config, redis_url=redis_url) as (
+        gateway,
+        base,
+    ):
         for _ in range(2):
             async with open_ws(base, "/live/ws/echo", keys.primary) as s:
                 await s.send("12345")
