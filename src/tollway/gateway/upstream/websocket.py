@@ -24,7 +24,7 @@ from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from tollway.gateway.upstream.backends import AppBackend, HttpBackend, filter_response_headers
 from tollway.gateway.upstream.client import UpstreamError, UpstreamTimeout
@@ -152,7 +152,7 @@ class HttpSocket:
             raise UpstreamTimeout(
                 f"the backend did not accept the upgrade within {wait:g}s"
             ) from None
-        except (OSError, InvalidHandshake) as exc:
+        except (OSError, WebSocketException) as exc:  # (refused, reset, not a WebSocket...)
             raise UpstreamError(f"WebSocket upgrade failed: {exc}") from None
         return cls(connection)
 
