@@ -32,7 +32,7 @@ from tollway.settings import Settings
 from tollway.site.compose import create_gateway
 
 from ..conftest import REDIS_URL, require_service
-from ..servers import serve_gateway, serve_in_thread
+from ..servers import free_port, serve_gateway, serve_in_thread
 from .conftest import SECRET, apply
 from .test_usage import usage_rows
 
@@ -185,7 +185,9 @@ async def test_messages_flow_both_ways_and_closes_pass_on(
 async def test_upgrades_are_admitted_like_calls(
     transport: str, sqlite_engine: Engine, sqlite_url: str, live_url: str
 ) -> None:
-    config = live_config(live_url)
+    config = live_config(live_url, down={"path": "/down", "backend": "down"})
+    config["backends"]["down"] = {"url": f"http://127.0.0.1:{free_port()}"}  # nothing listens
+    config["products"]["starter"]["apis"].append("down")
     keys = subscribe(sqlite_engine, config)
     other = subscribe(sqlite_engine, config, "other-only")
     async with gateway_on(transport, sqlite_engine, sqlite_url, config) as (_, base):
@@ -204,6 +206,8 @@ async def test_upgrades_are_admitted_like_calls(
             async with open_ws(base, "/live/no-such-socket", keys.primary):
                 pass
         assert refused.value.response.status_code in (403, 404)
+        status, problem = await refusal(base, "/down/ws", keys.primary)
+        assert (status, problem["type"]) == (502, "/-/problems/backend-unreachable")
 
 
 async def test_session_limits_close_with_their_codes(
