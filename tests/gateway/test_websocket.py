@@ -216,15 +216,19 @@ async def test_session_limits_close_with_their_codes(
     limits = {"type": "websocket", "max_message_bytes": 1000, "max_messages_per_second": 3}
     config = live_config(
         live_url,
-        [{**limits, "idle_timeout": 0.5}],
-        **{
-            "live-app": {
-                "path": "/live-app",
-                "backend": "live-app",
-                "policies": [{**limits, "max_lifetime": 0.5}],
-            }
+        [limits],
+        idle={
+            "path": "/idle",
+            "backend": "live",
+            "policies": [{"type": "websocket", "idle_timeout": 0.5}],
+        },
+        brief={
+            "path": "/brief",
+            "backend": "live-app",
+            "policies": [{"type": "websocket", "max_lifetime": 0.5}],
         },
     )
+    config["products"]["starter"]["apis"] += ["idle", "brief"]
     keys = subscribe(sqlite_engine, config)
     async with gateway_on(transport, sqlite_engine, sqlite_url, config) as (_, base):
         for api in ("live", "live-app"):
@@ -242,9 +246,9 @@ async def test_session_limits_close_with_their_codes(
                     await s.send(str(n))
                 code, reason = await closed_with(s)
                 assert (code, reason) == (1008, "more than 3 messages per second")
-        async with open_ws(base, "/live/ws/echo", keys.primary) as s:
+        async with open_ws(base, "/idle/ws/echo", keys.primary) as s:
             assert await closed_with(s) == (1001, "idle for 0.5 s")
-        async with open_ws(base, "/live-app/ws/ticker?interval=0.05", keys.primary) as s:
+        async with open_ws(base, "/brief/ws/ticker?interval=0.05", keys.primary) as s:
             assert await closed_with(s) == (1008, "connection lifetime of 0.5 s reached")
 
 

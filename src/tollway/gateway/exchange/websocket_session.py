@@ -140,7 +140,8 @@ class Session:
             key = "text" if isinstance(data, str) else "bytes"
             try:
                 await self.send({"type": "websocket.send", key: data})
-            except OSError:  # the client has gone (uvicorn's ClientDisconnected)
+            except (OSError, RuntimeError):  # the client has gone, or its side is closing
+                # (uvicorn: ClientDisconnected, or a RuntimeError for a send after its close)
                 return Ending(None, (GOING_AWAY, "the client went away"))
 
     async def watch(self) -> Ending:
