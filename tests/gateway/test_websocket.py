@@ -406,3 +406,36 @@ def test_the_websocket_policy_round_trips_and_names_bad_options(
     with pytest.raises(ConfigError) as error:
         load_config(text, source="tollway.yaml", env={})
     assert "apis.a.policies[0].max_message_bytes" in str(error.value)
+
+
+async def test_a_server_without_http_answers_gets_a_close_with_1008(
+    sqlite_engine: Engine, sqlite_url: str, live_url: str
+) -> None:
+    """Under an ASGI server without the ``websocket.http.response`` extension, a refusal before
+    the upgrade is a close with 1008 (which the server answers with 403)."""
+    gateway = build(sqlite_engine, sqlite_url, live_config(live_url))
+    await gateway.startup()
+    try:
+        scope = {
+            "type": "websocket",
+            "path": "/live/ws/echo",
+            "raw_path": b"/live/ws/echo",
+            "query_string": b"",
+            "headers": [(b"host", b"gateway.test")],
+            "client": ("203.0.113.7", 50000),
+            "scheme": "ws",
+            "subprotocols": [],
+        }
+        incoming = [{"type": "websocket.connect"}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await gateway(scope, receive, send)
+    finally:
+        await gateway.shutdown()
+    assert sent == [{"type": "websocket.close", "code": 1008}]
