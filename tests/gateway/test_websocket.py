@@ -32,6 +32,7 @@ from tollway.settings import Settings
 from tollway.site.compose import create_gateway
 
 from ..conftest import REDIS_URL, require_service
+from ..policies.test_jwt import Issuer
 from ..servers import free_port, serve_gateway, serve_in_thread
 from .conftest import SECRET, apply
 from .test_usage import usage_rows
@@ -209,6 +210,34 @@ async def test_upgrades_are_admitted_like_calls(
             assert refused.value.response.status_code == 403  # (what Starlette answers)
         status, problem = await refusal(base, "/down/ws", keys.primary)
         assert (status, problem["type"]) == (502, "/-/problems/backend-unreachable")
+
+
+async def test_a_token_is_checked_before_the_upgrade_and_its_claims_forwarded(
+    transport: str, sqlite_engine: Engine, sqlite_url: str, live_url: str
+) -> None:
+    issuer = Issuer()
+    with serve_in_thread(issuer) as jwks:
+        policy = {
+            "type": "validate-jwt",
+            "issuer": "https://issuer.test",
+            "jwks_uri": f"{jwks}/jwks.json",
+            "audiences": ["tollway-api"],
+            "claims_to_headers": {"sub": "X-User-Id"},
+        }
+        config = live_config(live_url, [policy])
+        keys = subscribe(sqlite_engine, config)
+        async with gateway_on(transport, sqlite_engine, sqlite_url, config) as (_, base):
+            status, problem = await refusal(base, "/live/ws/echo", keys.primary)
+            assert (status, problem["type"]) == (401, "/-/problems/invalid-token")
+            token = {"Authorization": f"Bearer {issuer.token()}", "X-User-Id": "spoofed"}
+            async with connect(
+                ws(base, "/live/ws/echo"),
+                additional_headers={**token, "X-API-Key": keys.primary},
+                open_timeout=WAIT,
+            ) as s:
+                await s.send("request")
+                seen = json.loads(await s.recv())
+    assert seen["headers"]["x-user-id"] == "dev-42"
 
 
 async def test_session_limits_close_with_their_codes(
