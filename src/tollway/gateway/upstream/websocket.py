@@ -37,7 +37,10 @@ Data = str | bytes
 CLOSE_TIMEOUT = 5.0  # how long a closing handshake with the backend may take
 TOO_BIG = 1009
 ABNORMAL = 1006  # no close frame: the connection just ended (never sent on the wire)
-APP_QUEUE = 16  # messages queued each way with an in-process app before the sender waits
+# Messages read ahead from a backend while the client is slower (each up to the session's
+# max_message_bytes): what one session may hold in memory beyond the message in flight.
+BACKEND_QUEUE = 4
+APP_QUEUE = 4  # the same each way with an in-process app (then the sender waits)
 
 
 @dataclass(slots=True)
@@ -136,6 +139,7 @@ class HttpSocket:
                 open_timeout=wait,
                 close_timeout=CLOSE_TIMEOUT,
                 max_size=max_size,
+                max_queue=BACKEND_QUEUE,
                 logger=frames_logger,
             )
         except InvalidStatus as refused:
