@@ -136,6 +136,8 @@ class Stats:
             self.calls_by_class[status_class - 1] += int(calls or 0)
         self.bytes_in += int(bytes_in or 0)
         self.bytes_out += int(bytes_out or 0)
+        if status_class == 1:
+            return  # a WebSocket session's "latency" is how long it lasted: not a response time
         self.latency_ms += float(latency_ms or 0)
         for i, count in enumerate(buckets):
             self.buckets[i] += int(count or 0)
@@ -172,7 +174,8 @@ class Stats:
 
     @property
     def mean_ms(self) -> float | None:
-        return self.latency_ms / self.calls if self.calls else None
+        timed = self.calls - self.of_class(1)  # (WebSocket sessions carry no response time)
+        return self.latency_ms / timed if timed else None
 
     def percentile(self, q: float) -> float | None:
         return estimate_percentile(self.buckets, q)
