@@ -3,7 +3,8 @@
 Scopes apply from the general to the specific: global -> product -> API -> operation. Each
 policy kind declares its phase, its merge slot and how it merges (``tollway.policies.phases``):
 all ip-filters, rate limits, quotas, validate-jwts and set-header edits of every scope apply;
-for cors, cache and timeout the most specific one wins; for request-size-limit the smallest.
+for cors, cache, timeout and websocket the most specific one wins; for request-size-limit the
+smallest.
 The chain keeps, for every hook of ``phases.HOOKS``, the bound methods of the policies that
 implement it, in phase order, and runs them (:meth:`Chain.check_access` and the others): no
 policy kind is special-cased here or in the gateway.
@@ -24,10 +25,12 @@ from tollway.policies.phases import HOOKS, Merge
 from tollway.policies.quota import QuotaPolicy
 from tollway.policies.ratelimit import LimitSpec
 from tollway.policies.registry import BuildContext
+from tollway.policies.websocket import WebSocketPolicy
 from tollway.stores.base import LimitCheck
 from tollway.types import Headers
 
-SETTINGS = ("cache", "max_body", "timeout")  # slots whose winner the chain keeps as a value
+# the slots whose winner the chain keeps as a value (single-valued kinds)
+SETTINGS = ("cache", "max_body", "timeout", "websocket")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +46,11 @@ class Chain:
     edit_response_hooks: tuple[Callable[[Headers], Headers], ...] = ()
     response_headers_hooks: tuple[Callable[[Headers], Headers], ...] = ()
     byte_checks_hooks: tuple[Callable[[RequestContext], list[LimitCheck]], ...] = ()
-    # settings: request-size-limit (BODY), cache (CACHE), timeout (FORWARD)
+    # settings: request-size-limit (BODY), cache (CACHE), timeout (FORWARD), websocket (SESSION)
     max_body: int | None = None
     cache: CachePolicy | None = None
     timeout: float | None = None
+    websocket: WebSocketPolicy | None = None  # an upgraded session's limits (SESSION)
     # Static per chain, so not rebuilt per request: the limits' header specs in check order,
     # the quota behind each (None for rate limits), the RateLimit-Policy value, hide or not.
     limit_specs: tuple[LimitSpec, ...] = ()

@@ -30,6 +30,9 @@ CACHE          cache                 a hit is answered by the gateway; a miss is
 REQUEST_EDIT   set-header            request headers for the backend (``edit_request``)
 FORWARD        timeout               the wait for the backend's response head (the chain's
                                      ``timeout``)
+SESSION        websocket             limits of an upgraded WebSocket session (idle, size,
+                                     lifetime, message rate): close codes, not answers (the
+                                     chain's ``websocket``)
 =============  ====================  =======================================================
 
 On the response: ``edit_response`` (set-header), then ``response_headers`` (CORS; also on the
@@ -53,6 +56,7 @@ class Phase(IntEnum):
     CACHE = 60
     REQUEST_EDIT = 70
     FORWARD = 80
+    SESSION = 90
 
 
 HOOKS: dict[str, str] = {

@@ -237,19 +237,27 @@ class ApiExchange:
             self.capture = cache.capture(policy.ctx, key)
         return None
 
-    def upstream_request(self, rest: bytes, scope: Scope) -> UpstreamRequest:
-        """What the backend gets (the timeout policy bounds the wait for its response head)."""
+    def forwarded_headers(self) -> Headers:
+        """The request headers the backend gets: the chain's request edits (claims to headers,
+        set-header) on the admitted headers. Once per exchange, when it is forwarded."""
         admission = self.admission
         assert admission is not None
         policy = self.policy
         if policy is not None and policy.chain.edit_request_hooks:
             admission.headers = policy.chain.edit_request(admission.headers, policy.ctx)
         self.forwarded_at = time.perf_counter()
+        return admission.headers
+
+    def upstream_request(self, rest: bytes, scope: Scope) -> UpstreamRequest:
+        """What the backend gets (the timeout policy bounds the wait for its response head)."""
+        headers = self.forwarded_headers()
+        admission = self.admission
+        assert admission is not None
         return UpstreamRequest(
             self.method,
             rest,
             admission.query,
-            admission.headers,
+            headers,
             admission.host,
             admission.framing,
             scope,
