@@ -32,6 +32,36 @@ def test_a_misspelt_backend_is_named_with_a_suggestion() -> None:
     ]
 
 
+def test_backend_pool_mistakes_are_named() -> None:
+    both = NAMES.replace(
+        "    url: http://names.internal:8000/\n",
+        "    url: http://names.internal:8000/\n    targets: [{url: http://a:1}]\n",
+    )
+    assert problems(both) == [
+        "backends.names: a backend needs exactly one of 'url', 'targets' or 'app'"
+    ]
+    paths = NAMES.replace(
+        "    url: http://names.internal:8000/\n",
+        "    targets: [{url: http://a:1/v1}, {url: http://b:1/v2}]\n",
+    )
+    assert problems(paths) == [
+        "backends.names: targets: every target needs the same path (they are "
+        "instances of one service; found '/v1', '/v2')"
+    ]
+    key_only = NAMES.replace(
+        "    url: http://names.internal:8000/\n",
+        "    url: https://names.internal\n    tls: {key_file: /k.pem}\n",
+    )
+    assert problems(key_only) == [
+        "backends.names.tls: 'key_file' needs 'cert_file' (the client certificate)"
+    ]
+    weight = NAMES.replace(
+        "    url: http://names.internal:8000/\n",
+        "    targets: [{url: http://a:1, weight: 0}]\n    balance: random\n",
+    )
+    assert len(problems(weight)) == 2
+
+
 def test_the_error_text_starts_with_the_file_name() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(NAMES.replace("backend: names", "backend: nmaes"), source="my.yaml", env={})

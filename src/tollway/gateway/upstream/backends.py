@@ -239,7 +239,10 @@ class HttpBackend:
         try:
             async with asyncio.timeout(request.head_timeout):
                 for attempt in (1, 2):
-                    connection = self.take_idle() or await self.connect()
+                    # (the retry after a stale pooled connection takes a new one, as the fast path)
+                    connection = (
+                        self.take_idle() if attempt == 1 else None
+                    ) or await self.connect()
                     origin = connection.owner
                     assert origin is not None
                     exchange = Exchange(origin, connection, head_only=request.method == "HEAD")
