@@ -42,10 +42,12 @@ class Instance:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.failing = False
+        self.connections: set[int] = set()  # client ports seen
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
         await read_body(receive)
+        self.connections.add(scope["client"][1])
         if scope["path"] == "/healthz":
             status = 200
         else:
@@ -353,3 +355,29 @@ async def test_tls_to_backends(
         "backend unverified: TLS certificate verification is off (tls.verify: false)"
     ]
     assert Path(tls_files["client_key"]).read_text() not in caplog.text
+
+
+async def test_pooled_connections_are_limited(gateway_for: Serve) -> None:
+    by_count, by_age = Instance(), Instance()
+    with instance_server(by_count) as count_url, instance_server(by_age) as age_url:
+        config = {
+            "backends": {
+                "count": {"url": count_url, "max_requests": 2},
+                "age": {"url": age_url, "max_idle_seconds": 0.2},
+            },
+            "apis": {
+                name: {"path": f"/{name}", "backend": name, "subscription_required": False}
+                for name in ("count", "age")
+            },
+        }
+        async with gateway_for(config) as client:
+            for _ in range(6):
+                assert (await client.get("/count/x")).status_code == 200
+            for _ in range(3):
+                assert (await client.get("/age/x")).status_code == 200
+            await asyncio.sleep(0.5)  # (idle longer than max_idle_seconds)
+            assert (await client.get("/age/x")).status_code == 200
+            ready = (await client.get("/-/ready")).json()
+    assert len(by_count.connections) == 3  # two calls per connection
+    assert len(by_age.connections) == 2  # reused while fresh, then a new one
+    assert ready["backends"]["count"] == [{"target": 1, "weight": 1}]

@@ -9,11 +9,14 @@ every gateway process learns it on its own, like Kong and Azure APIM (docs/gatew
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+logger = logging.getLogger("tollway.gateway")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 
@@ -39,10 +42,12 @@ class TargetState:
 
     def __init__(
         self,
+        label: str,
         health: HealthSettings | None,
         breaker: BreakerSettings | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.label = label  # "backend orders, target http://10.0.0.5:8000" (for the log)
         self.health = health
         self.breaker = breaker
         self.clock = clock
@@ -65,6 +70,7 @@ class TargetState:
             health = self.health
             if health is not None and self.up and self.failures_in_row >= health.unhealthy:
                 self.up = False
+                logger.warning("%s: out of rotation (failed calls)", self.label)
         if self.breaker is not None:
             self._breaker_report(ok)
 
@@ -77,11 +83,13 @@ class TargetState:
             self.successes_in_row += 1
             if not self.up and self.successes_in_row >= health.healthy:
                 self.up = True
+                logger.warning("%s: back in rotation (health check passed)", self.label)
         else:
             self.successes_in_row = 0
             self.failures_in_row += 1
             if self.up and self.failures_in_row >= health.unhealthy:
                 self.up = False
+                logger.warning("%s: out of rotation (health check failed)", self.label)
 
     def _breaker_report(self, ok: bool) -> None:
         breaker = self.breaker
@@ -92,6 +100,7 @@ class TargetState:
             if ok:
                 self.circuit = CLOSED
                 self._recent.clear()
+                logger.warning("%s: circuit closed (the trial call succeeded)", self.label)
             else:
                 self._open(now)
             return
@@ -105,6 +114,8 @@ class TargetState:
             self._open(now)
 
     def _open(self, now: float) -> None:
+        if self.circuit == CLOSED:
+            logger.warning("%s: circuit open (%d failed calls)", self.label, len(self._recent))
         self.circuit = OPEN
         self.opened_at = now
         self._recent.clear()

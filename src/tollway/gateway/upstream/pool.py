@@ -17,6 +17,7 @@ import logging
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from tollway.gateway.upstream.client import (
     Exchange,
@@ -98,7 +99,11 @@ class Pool:
                 max_idle_seconds=settings.max_idle_seconds,
                 max_requests=settings.max_requests,
                 weight=weight,
-                state=TargetState(settings.health, settings.breaker) if watched else None,
+                state=TargetState(
+                    f"backend {name}, target {_address(url)}", settings.health, settings.breaker
+                )
+                if watched
+                else None,
             )
             for url, weight in settings.targets
         ]
@@ -189,9 +194,8 @@ class Pool:
                 return await target.connect()
             except UpstreamError as exc:
                 if error is None and self.retries:
-                    logger.warning(
-                        "backend %s: %s (%s); trying another target", self.name, exc, target.url
-                    )
+                    where = _address(target.url)
+                    logger.warning("backend %s: %s (%s); trying another", self.name, exc, where)
                 error = exc
                 tried.append(target)
         assert error is not None
@@ -242,17 +246,22 @@ class Pool:
         finally:
             if connection is not None:
                 connection.close()
-        was_up = state.up
         state.probe(ok)
-        if state.up != was_up:
-            change = "back in rotation" if state.up else "out of rotation (health check failed)"
-            logger.warning("backend %s: target %s %s", self.name, target.url, change)
 
     def describe(self) -> list[dict[str, object]]:
-        """Each target's state, for ``/-/ready``."""
+        """Each target's state, for ``/-/ready``: numbered in config order (from 1), without
+        its address (the page is public; the log names addresses)."""
         return [
-            {"url": target.url, "weight": target.weight, **target.state.describe()}
-            if target.state is not None
-            else {"url": target.url, "weight": target.weight}
-            for target in self.targets
+            {
+                "target": number,
+                "weight": target.weight,
+                **(target.state.describe() if target.state is not None else {}),
+            }
+            for number, target in enumerate(self.targets, 1)
         ]
+
+
+def _address(url: str) -> str:
+    """A target URL for the log: scheme, host and port (never user:password@)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
