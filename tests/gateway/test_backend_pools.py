@@ -30,6 +30,7 @@ from tollway.settings import Settings
 from tollway.site.compose import create_gateway
 from tollway.types import Receive, Scope, Send
 
+from ..security.rawhttp import connect, read_answer
 from ..servers import read_body, serve_in_thread
 from .conftest import SECRET, apply, serving
 
@@ -43,17 +44,22 @@ class Instance:
         self.calls: Counter[str] = Counter()
         self.failing = False
         self.connections: set[int] = set()  # client ports seen
+        self.hosts: set[bytes] = set()
+        self.delay = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
         await read_body(receive)
         self.connections.add(scope["client"][1])
+        self.hosts.update(value for name, value in scope["headers"] if name == b"host")
+        await asyncio.sleep(self.delay)
         if scope["path"] == "/healthz":
             status = 200
         else:
             self.calls[scope["method"]] += 1
             status = 500 if self.failing else 200
-        await send({"type": "http.response.start", "status": status, "headers": []})
+        length = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": status, "headers": length})
         await send({"type": "http.response.body", "body": b"ok" if status == 200 else b"no"})
 
 
@@ -118,12 +124,36 @@ async def test_weights_hold_over_1000_calls(gateway_for: Serve) -> None:
     with instance_server(heavy) as heavy_url, instance_server(light) as light_url:
         backend = {"targets": [{"url": heavy_url, "weight": 3}, {"url": light_url, "weight": 1}]}
         async with gateway_for(pool_config(backend)) as client:
-            for _ in range(50):
-                answers = await asyncio.gather(*(client.get("/pool/x") for _ in range(20)))
-                assert {answer.status_code for answer in answers} == {200}
+            # (raw keep-alive requests: 1000 calls through httpx would take seconds of CPU)
+            with connect(str(client.base_url)) as sock:
+                for _ in range(1000):
+                    sock.sendall(b"GET /pool/x HTTP/1.1\r\nhost: gateway\r\n\r\n")
+                    assert read_answer(sock, then_closed=False).status == 200
     assert heavy.calls["GET"] + light.calls["GET"] == 1000
     assert abs(heavy.calls["GET"] - 750) <= 75, heavy.calls
     assert abs(light.calls["GET"] - 250) <= 25, light.calls
+    # each instance got its own Host
+    assert heavy.hosts == {urlsplit(heavy_url).netloc.encode()}
+    assert light.hosts == {urlsplit(light_url).netloc.encode()}
+
+
+async def test_least_connections_favours_the_quick_target(gateway_for: Serve) -> None:
+    slow, quick = Instance(), Instance()
+    slow.delay = 0.1
+    with instance_server(slow) as slow_url, instance_server(quick) as quick_url:
+        backend = {
+            "targets": [{"url": slow_url}, {"url": quick_url}],
+            "balance": "least-connections",
+        }
+        async with gateway_for(pool_config(backend)) as client:
+
+            async def worker() -> None:
+                for _ in range(10):
+                    assert (await client.get("/pool/x")).status_code == 200
+
+            await asyncio.gather(*(worker() for _ in range(4)))
+    assert slow.calls["GET"] + quick.calls["GET"] == 40
+    assert slow.calls["GET"] < 14, (slow.calls, quick.calls)  # round-robin would give it 20
 
 
 async def test_a_killed_target_leaves_rotation_and_comes_back(gateway_for: Serve) -> None:
@@ -331,6 +361,7 @@ async def test_tls_to_backends(
             "unverified": {"url": url, "tls": {"verify": False}},
             "mutual": {"url": mutual_url, "tls": {"ca_file": tls_files["ca"], **client_cert}},
             "no-client-cert": {"url": mutual_url, "tls": {"ca_file": tls_files["ca"]}},
+            "missing-ca": {"url": url, "tls": {"ca_file": tls_files["ca"] + ".missing"}},
         }
         config = {
             "backends": backends,
@@ -348,6 +379,7 @@ async def test_tls_to_backends(
         "unverified": 200,
         "mutual": 200,
         "no-client-cert": 502,
+        "missing-ca": 502,
     }
     assert answers["untrusted"].json()["type"] == "/-/problems/backend-unreachable"
     warnings = [r.getMessage() for r in caplog.records if "verification is off" in r.getMessage()]
@@ -355,6 +387,7 @@ async def test_tls_to_backends(
         "backend unverified: TLS certificate verification is off (tls.verify: false)"
     ]
     assert Path(tls_files["client_key"]).read_text() not in caplog.text
+    assert "backend 'missing-ca': its TLS settings cannot be used" in caplog.text
 
 
 async def test_pooled_connections_are_limited(gateway_for: Serve) -> None:
