@@ -60,6 +60,14 @@ def test_backend_pool_mistakes_are_named() -> None:
         "    targets: [{url: http://a:1, weight: 0}]\n    balance: random\n",
     )
     assert len(problems(weight)) == 2
+    app = NAMES.replace(
+        "    url: http://names.internal:8000/\n",
+        "    app: tollway.samples.names:app\n    retries: 1\n",
+    )
+    assert problems(app) == [
+        "backends.names: an in-process 'app' backend has no sockets: no health_check, "
+        "circuit_breaker, tls, retries, max_idle_seconds or max_requests"
+    ]
 
 
 def test_the_error_text_starts_with_the_file_name() -> None:

@@ -178,11 +178,18 @@ class BackendSpec(Strict):
                 "targets: every target needs the same path (they are instances of one service; "
                 f"found {', '.join(sorted(repr(p) for p in paths))})"
             )
-        if self.app is not None and (
-            self.health_check or self.circuit_breaker or self.tls or self.retries
-        ):
+        sockets_only = (
+            "health_check",
+            "circuit_breaker",
+            "tls",
+            "retries",
+            "max_idle_seconds",
+            "max_requests",
+        )
+        if self.app is not None and any(getattr(self, name) for name in sockets_only):
             raise ValueError(
-                "an in-process 'app' backend has no health_check, circuit_breaker, tls or retries"
+                "an in-process 'app' backend has no sockets: no health_check, circuit_breaker, "
+                "tls, retries, max_idle_seconds or max_requests"
             )
         return self
 
