@@ -101,7 +101,7 @@ def _backend_key(backend: Backend, headers: Headers) -> tuple[Any, ...]:
 
 def _make_backend(backend: Backend, headers: Headers) -> BackendTarget:
     settings = _pool_settings(backend)
-    if backend.app or settings is None:
+    if settings is None:
         assert backend.app is not None
         return AppBackend.from_reference(
             backend.app, read_timeout=backend.read_timeout, headers=headers
