@@ -46,6 +46,7 @@ class Instance:
         self.connections: set[int] = set()  # client ports seen
         self.hosts: set[bytes] = set()
         self.delay = 0.0
+        self.probed_with: set[bytes] = set()  # x-key headers health probes carried
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
@@ -55,6 +56,7 @@ class Instance:
         await asyncio.sleep(self.delay)
         if scope["path"] == "/healthz":
             status = 200
+            self.probed_with.update(v for name, v in scope["headers"] if name == b"x-key")
         else:
             self.calls[scope["method"]] += 1
             status = 500 if self.failing else 200
@@ -172,6 +174,7 @@ async def test_a_killed_target_leaves_rotation_and_comes_back(gateway_for: Serve
                 "unhealthy": unhealthy,
             },
             "retries": 1,
+            "headers": {"x-key": "k1"},
         }
         async with gateway_for(pool_config(backend)) as client:
             failures: list[int] = []
@@ -201,6 +204,7 @@ async def test_a_killed_target_leaves_rotation_and_comes_back(gateway_for: Serve
                     return first.calls["GET"] > first_calls
 
                 await until(first_gets_calls, "the restarted target takes calls again")
+    assert first.probed_with == second.probed_with == {b"k1"}  # probes carry the backend's headers
 
 
 async def _true(value: bool) -> bool:

@@ -154,7 +154,7 @@ class HttpBackend:
         self._extra_names = frozenset(name for name, _ in headers)
 
     async def startup(self) -> None:
-        self.pool.start()
+        self.pool.start(b"".join(b"%b: %b\r\n" % header for header in self.extra_headers))
 
     async def shutdown(self) -> None:
         await self.pool.stop()

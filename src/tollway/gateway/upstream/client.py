@@ -272,11 +272,16 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self._wake()
 
-    def close(self) -> None:
+    def close(self, *, at_once: bool = False) -> None:
+        """Close the connection; ``at_once``: without TLS's close_notify exchange (shutting
+        down: a TLS close still under way when the event loop closes fails the loop's close)."""
         self.check_in()
         if not self.closed and self.transport is not None:
             self.closed = True
-            self.transport.close()
+            if at_once:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     async def drain(self) -> None:
         if self._write_paused and not self.closed:
@@ -405,8 +410,9 @@ class Origin:
         self._idle.append(connection)
 
     def close(self) -> None:
+        """Close the idle connections (the backend is retired or the gateway stops)."""
         for connection in self._idle:
-            connection.close()
+            connection.close(at_once=True)
         self._idle.clear()
 
 

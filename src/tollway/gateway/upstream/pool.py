@@ -207,9 +207,10 @@ class Pool:
         owner.release(connection)
 
     # active health checks -------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, headers: bytes = b"") -> None:
+        """Start the active health checks; probes carry ``headers`` (the backend's own lines)."""
         if self.settings.health is not None and self._checker is None:
-            self._checker = asyncio.create_task(self._check_forever(self.settings.health))
+            self._checker = asyncio.create_task(self._check_forever(self.settings.health, headers))
 
     async def stop(self) -> None:
         checker, self._checker = self._checker, None
@@ -220,12 +221,13 @@ class Pool:
         for target in self.targets:
             target.close()
 
-    async def _check_forever(self, health: HealthSettings) -> None:
+    async def _check_forever(self, health: HealthSettings, headers: bytes) -> None:
         while True:
-            await asyncio.gather(*(self._probe(target, health) for target in self.targets))
+            probes = (self._probe(target, health, headers) for target in self.targets)
+            await asyncio.gather(*probes)
             await asyncio.sleep(health.interval)
 
-    async def _probe(self, target: Origin, health: HealthSettings) -> None:
+    async def _probe(self, target: Origin, health: HealthSettings, headers: bytes) -> None:
         state = target.state
         assert state is not None
         ok = False
@@ -236,8 +238,8 @@ class Pool:
                 exchange = Exchange(target, connection, head_only=False)
                 exchange.write(
                     b"GET %b%b HTTP/1.1\r\nhost: %b\r\nuser-agent: tollway-health-check\r\n"
-                    b"connection: close\r\n\r\n"
-                    % (target.base_path, health.path.encode(), target.host_header)
+                    b"%bconnection: close\r\n\r\n"
+                    % (target.base_path, health.path.encode(), target.host_header, headers)
                 )
                 status, _ = await exchange.response_head()
                 ok = 200 <= status < 400
