@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -144,6 +145,15 @@ class HttpBackend:
             ssl_context=ssl_context,
         )
         self.origin = self.pool.primary  # the head is written for it (head_for: other targets)
+        # A pooled connection to the target this call goes to, or None (then connect()); and
+        # giving it back. With one target that never leaves rotation, straight to its Origin.
+        single = self.pool.single
+        self.take_idle: Callable[[], UpstreamConnection | None] = (
+            single.take_idle if single is not None else self.pool.take_idle
+        )
+        self.release: Callable[[UpstreamConnection], None] = (
+            single.release if single is not None else self.pool.release
+        )
         # "http://backend:8000/base" as each target writes it in its own redirects
         self._own_urls = [
             f"{urlsplit(target.url).scheme}://".encode() + target.host_header + target.base_path
@@ -163,18 +173,11 @@ class HttpBackend:
         return self.name, self.pool.describe()
 
     # connections, for both transports ---------------------------------------------------------
-    def take_idle(self) -> UpstreamConnection | None:
-        """A pooled connection to the target this call goes to, or None (then :meth:`connect`)."""
-        return self.pool.take_idle()
-
     async def connect(self) -> UpstreamConnection:
         """A new connection; raises NoTargetAvailable when every target is out of rotation."""
         if self.unusable is not None:
             raise UpstreamError(self.unusable)
         return await self.pool.connect()
-
-    def release(self, connection: UpstreamConnection) -> None:
-        self.pool.release(connection)
 
     def head_for(self, connection: UpstreamConnection, head: bytes) -> bytes:
         """``head`` (from :meth:`request_head`) with the Host of the connection's target."""

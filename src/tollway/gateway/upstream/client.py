@@ -352,7 +352,9 @@ class Origin:
                 continue
             connection.reused = True
             connection.idle = False
-            self._check_out(connection)
+            connection.checked_out = True  # (as _check_out, inline: this runs for every call)
+            connection.requests += 1
+            self.active += 1
             return connection
         return None
 
@@ -406,7 +408,8 @@ class Origin:
             return
         connection.reset_exchange()
         connection.idle = True
-        connection.idle_since = connection.loop.time()
+        if self.max_idle_seconds is not None:
+            connection.idle_since = connection.loop.time()
         self._idle.append(connection)
 
     def close(self) -> None:
