@@ -26,7 +26,7 @@ from tollway.gateway.upstream.client import (
     UpstreamConnection,
     UpstreamError,
 )
-from tollway.gateway.upstream.health import BreakerSettings, HealthSettings, TargetState
+from tollway.gateway.upstream.health import CLOSED, BreakerSettings, HealthSettings, TargetState
 from tollway.policies.base import Reject
 from tollway.problems import BACKEND_UNAVAILABLE
 
@@ -115,21 +115,26 @@ class Pool:
         self._checker: asyncio.Task[None] | None = None
 
     # choosing a target ------------------------------------------------------------------------
-    def _choose(self, candidates: list[Origin], commit: bool) -> Origin | None:
+    def _choose(self, candidates: list[Origin]) -> Origin | None:
+        """The candidate the next call goes to (the choice is made by :meth:`_advance`)."""
         best: Origin | None = None
         best_key: tuple[float, int] = (0.0, 0)
-        total = 0
         for target in candidates:
-            total += target.weight
             load = target.active / target.weight if self.least_connections else 0.0
             key = (load, -(target.current + target.weight))
             if best is None or key < best_key:
                 best, best_key = target, key
-        if commit and best is not None:
-            for target in candidates:
-                target.current += target.weight
-            best.current -= total
         return best
+
+    @staticmethod
+    def _advance(candidates: list[Origin], chosen: Origin) -> None:
+        """Smooth weighted round-robin: every candidate gains its weight, the chosen one pays
+        the total, so over a run each gets its share, interleaved."""
+        total = 0
+        for target in candidates:
+            target.current += target.weight
+            total += target.weight
+        chosen.current -= total
 
     def pick(self, tried: Iterable[Origin] = ()) -> Origin:
         """The target for a call (a half-open circuit's one trial call included)."""
@@ -139,11 +144,12 @@ class Pool:
             for target in self.targets
             if id(target) not in skip and (target.state is None or target.state.available())
         ]
-        chosen = self._choose(candidates, commit=True)
+        chosen = self._choose(candidates)
         if chosen is None:
             raise NoTargetAvailable(
                 f"backend {self.name!r}: every target is out of rotation", self.retry_after()
             )
+        self._advance(candidates, chosen)
         if chosen.state is not None:
             chosen.state.take_trial()
         return chosen
@@ -166,14 +172,14 @@ class Pool:
         candidates = [
             target
             for target in self.targets
-            if target.state is None or (target.state.up and target.state.circuit == "closed")
+            if target.state is None or (target.state.up and target.state.circuit == CLOSED)
         ]
-        target = self._choose(candidates, commit=False)
+        target = self._choose(candidates)
         if target is None or not target._idle:
             return None
         connection = target.take_idle()
         if connection is not None:
-            self._choose(candidates, commit=True)
+            self._advance(candidates, target)
         return connection
 
     async def connect(self) -> UpstreamConnection:
