@@ -31,12 +31,19 @@ def free_port() -> int:
 
 @contextmanager
 def serve_in_thread(
-    app: ASGIApp, *, lifespan: str = "auto", http: Any = "auto", port: int = 0, **options: Any
+    app: ASGIApp,
+    *,
+    lifespan: str = "auto",
+    http: Any = "auto",
+    ws: Any = "auto",
+    port: int = 0,
+    **options: Any,
 ) -> Iterator[str]:
     """Run ``app`` under uvicorn in a thread; yield its base URL.
 
-    ``http`` is uvicorn's HTTP protocol: "auto", or a class such as Tollway's GatewayProtocol.
-    ``port`` 0 takes a free one; ``options`` go to ``uvicorn.Config`` (``ssl_certfile``, ...).
+    ``http`` is uvicorn's HTTP protocol: "auto", or a class such as Tollway's GatewayProtocol;
+    ``ws`` its WebSocket protocol (Tollway's for a gateway). ``port`` 0 takes a free one;
+    ``options`` go to ``uvicorn.Config`` (``ssl_certfile``, ...).
     """
     config = uvicorn.Config(
         app,
@@ -44,6 +51,7 @@ def serve_in_thread(
         port=port,
         **options,
         http=http,
+        ws=ws,
         proxy_headers=False,  # as `tollway serve`: Tollway applies its own trusted-proxy rules
         lifespan=lifespan,  # type: ignore[arg-type]
         access_log=False,
@@ -80,12 +88,14 @@ def serve_gateway(gateway: ASGIApp, transport: str) -> Iterator[str]:
     (the ``transport`` fixture).
     """
     from tollway.gateway.transport.fastpath import GatewayProtocol
+    from tollway.gateway.transport.websocket import GatewayWebSocketProtocol
 
     class AsgiRoutedProtocol(GatewayProtocol):
         fast_routing = False  # as TOLLWAY_FAST_PATH=false
 
     http: Any = GatewayProtocol if transport == "fast" else AsgiRoutedProtocol
-    with serve_in_thread(gateway, lifespan="on", http=http) as base:
+    # (WebSockets always take the ASGI transport, through Tollway's WebSocket protocol)
+    with serve_in_thread(gateway, lifespan="on", http=http, ws=GatewayWebSocketProtocol) as base:
         yield base
 
 

@@ -1,7 +1,7 @@
 """backends: pools of targets, health checks, circuit breaker, retries, TLS, connection limits
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-02 12:00:00
 
 Existing backends keep their single ``url`` and get the defaults: no health check, no circuit
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
