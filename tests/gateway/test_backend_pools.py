@@ -8,6 +8,7 @@ and "restarted" by serving it again on the same port.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import ssl
@@ -25,7 +26,10 @@ import httpx
 import pytest
 import trustme
 from sqlalchemy import Engine
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
 
+from tollway.samples import live
 from tollway.settings import Settings
 from tollway.site.compose import create_gateway
 from tollway.types import Receive, Scope, Send
@@ -418,3 +422,41 @@ async def test_pooled_connections_are_limited(gateway_for: Serve) -> None:
     assert len(by_count.connections) == 3  # two calls per connection
     assert len(by_age.connections) == 2  # reused while fresh, then a new one
     assert ready["backends"]["count"] == [{"target": 1, "weight": 1}]
+
+
+async def test_websocket_sessions_use_the_pool(gateway_for: Serve) -> None:
+    with serve_in_thread(live.app) as first, serve_in_thread(live.app) as second:
+        config = {
+            "backends": {
+                "live": {"targets": [{"url": first}, {"url": second}]},
+                "gone": {
+                    "url": f"http://127.0.0.1:{_closed_port()}",
+                    "health_check": {"path": "/", "interval": 0.1, "unhealthy": 1},
+                },
+            },
+            "apis": {
+                name: {"path": f"/{name}", "backend": name, "subscription_required": False}
+                for name in ("live", "gone")
+            },
+        }
+        async with gateway_for(config) as client:
+            base = "ws" + str(client.base_url).removeprefix("http")
+            hosts = set()
+            for _ in range(2):
+                async with ws_connect(f"{base}/live/ws/echo", open_timeout=20) as session:
+                    await session.send("request")
+                    hosts.add(json.loads(await session.recv())["headers"]["host"])
+            assert hosts == {urlsplit(first).netloc, urlsplit(second).netloc}
+
+            async def gone_is_down() -> bool:
+                ready = (await client.get("/-/ready")).json()
+                return bool(ready["backends"]["gone"][0]["health"] == "down")
+
+            await until(gone_is_down, "the gone backend is out of rotation")
+            with pytest.raises(InvalidStatus) as refused:
+                async with ws_connect(f"{base}/gone/ws", open_timeout=20):
+                    pass
+    response = refused.value.response
+    assert response.status_code == 503
+    assert json.loads(response.body or b"")["type"] == "/-/problems/backend-unavailable"
+    assert int(response.headers["retry-after"]) >= 1
