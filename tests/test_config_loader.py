@@ -236,7 +236,8 @@ def test_policy_problems_name_the_entry_and_option() -> None:
     assert problems(text) == [
         "apis.names.policies[1].calss: unknown field (did you mean 'calls'?)",
         "apis.names.policies[2]: unknown policy type 'rate-limt' (known types: cache, cors, "
-        "ip-filter, quota, rate-limit, request-size-limit, set-header, timeout, validate-jwt)",
+        "ip-filter, quota, rate-limit, request-size-limit, set-header, timeout, validate-jwt, "
+        "websocket)",
         "apis.names.policies[3].key: 'nobody' is not a counter key: use subscription, ip, user, "
         "api or header:<name>",
         "apis.names.policies[4].period: period 'fortnight': use day, week, month, year or seconds",
