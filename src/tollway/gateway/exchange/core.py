@@ -35,7 +35,13 @@ from tollway.gateway.upstream.backends import (
     BodyFraming,
     UpstreamRequest,
 )
-from tollway.gateway.upstream.client import StaleConnection, UpstreamError, UpstreamTimeout
+from tollway.gateway.upstream.client import (
+    NoTargetAvailable,
+    StaleConnection,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from tollway.gateway.upstream.pool import backend_unavailable
 from tollway.policies.base import Reject
 from tollway.policies.cache import CacheCapture, hit_answer
 from tollway.stores.base import CachedResponse, CacheStore
@@ -358,7 +364,10 @@ class ApiExchange:
 
     # failures ---------------------------------------------------------------------------------
     def failure_answer(self, error: UpstreamError) -> Answer:
-        """The backend failed before the response started: 504 for a timeout, else 502."""
+        """The backend failed before the response started: 503 when every target of its pool
+        is out of rotation, 504 for a timeout, else 502."""
+        if isinstance(error, NoTargetAvailable):
+            return self.refusal_answer(backend_unavailable(error))
         logger.warning("api %s: %s", self.route.name, error)
         timeout = isinstance(error, UpstreamTimeout)
         problem = problems.BACKEND_TIMEOUT if timeout else problems.BACKEND_UNREACHABLE

@@ -221,7 +221,7 @@ class FastExchange(ApiExchange):
         self.reply_head = b""  # the response head, held back to go out with the first body bytes
         self.watch: TimeoutWatch | None = None
         self.sent_at = 0.0
-        self.read_timeout = self.backend.origin.read_timeout
+        self.read_timeout = self.backend.read_timeout
         self.sent_body: list[bytes] | None = []  # what went upstream, kept for a replay
 
     # request side ---------------------------------------------------------------------------
@@ -258,7 +258,7 @@ class FastExchange(ApiExchange):
         self.head = self.backend.request_head(self.upstream_request(rest, {}))
         if client.expect_100_continue and self.framing != BodyFraming.NONE:
             client.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        connection = self.backend.origin.take_idle()
+        connection = self.backend.take_idle()
         if connection is None:
             self.connect()
         else:
@@ -270,7 +270,7 @@ class FastExchange(ApiExchange):
 
     async def _connect(self) -> None:
         try:
-            connection = await self.backend.origin.connect()
+            connection = await self.backend.connect()
         except UpstreamError as exc:
             self.respond(self.failure_answer(exc))
             return
@@ -287,11 +287,12 @@ class FastExchange(ApiExchange):
         if transport is None or connection.closed:
             self.upstream_failed(StaleConnection("pooled connection already closed"))
             return
+        head = self.backend.head_for(connection, self.head)
         if self.queued:
-            transport.write(self.head + b"".join(self.queued))
+            transport.write(head + b"".join(self.queued))
             self.queued = []
         else:
-            transport.write(self.head)
+            transport.write(head)
         loop = connection.loop
         self.sent_at = loop.time()
         if self.watch is None:
@@ -371,7 +372,7 @@ class FastExchange(ApiExchange):
         connection, self.upstream = self.upstream, None
         if connection is not None:
             connection.sink = None
-            self.backend.origin.release(connection)
+            self.backend.release(connection)
         store = self.store_response()
         if store is not None:
             # Stored after the response went out: the client is not kept waiting for the store
