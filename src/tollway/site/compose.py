@@ -13,6 +13,8 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from tollway.gateway.exchange.gateway import Gateway
+from tollway.gateway.recording.metrics import Readings
+from tollway.gateway.upstream.backends import HttpBackend
 from tollway.portal import create_portal
 from tollway.settings import Settings
 from tollway.site.docs import create_docs_app
@@ -34,6 +36,25 @@ def readiness(gateway: Gateway) -> tuple[bool, dict[str, object]]:
     return ok, report
 
 
+def metric_readings(gateway: Gateway) -> Readings:
+    """The gateway's state for the gauges of ``/-/metrics`` (docs/observability.md)."""
+    health = gateway.health
+    contact = health.last_store_contact
+    return Readings(
+        config_version=gateway.loader.high_water,
+        config_age_seconds=time.monotonic() - contact if contact else 0.0,
+        usage_buffered_rows=len(gateway.usage.rows),
+        usage_dropped_calls=gateway.usage.dropped,
+        limits_store_errors=gateway.policing.store_failures,
+        limits_fail_open=gateway.policing.fail_open_calls,
+        pools=[
+            (backend.origin.label, *backend.origin.pool_counts())
+            for backend in gateway.state.backends.values()
+            if isinstance(backend, HttpBackend)
+        ],
+    )
+
+
 def create_gateway(
     settings: Settings,
     *,
@@ -43,7 +64,10 @@ def create_gateway(
     """Build the gateway with its own pages mounted (``/docs``, ``/-/``, ``/portal``)."""
     gateway = Gateway(settings, engine=engine, clock=clock)
     gateway.mount("/docs", create_docs_app(lambda: gateway.state))
-    gateway.mount("/-", create_internal_app(lambda: readiness(gateway)))
+    gateway.observer.probe = lambda: metric_readings(gateway)
+    gateway.mount(
+        "/-", create_internal_app(lambda: readiness(gateway), gateway.observer.exposition)
+    )
     gateway.mount(
         "/portal",
         create_portal(settings, gateway.sessions, counters=gateway.counters, clock=clock),

@@ -22,10 +22,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from tollway import problems
 from tollway.crypto import SecretBox
 from tollway.db.session import make_engine, session_factory
+from tollway.gateway.calltrace import CallTrace
 from tollway.gateway.exchange.hosting import take_over_host
 from tollway.gateway.exchange.policed import PolicedExchange, body_too_large, send_preflight
 from tollway.gateway.exchange.policing import Pending, Policing, Preflight
 from tollway.gateway.recording import accesslog
+from tollway.gateway.recording.observe import Observer
 from tollway.gateway.recording.usage import UsageBuffer, write_usage
 from tollway.gateway.snapshot.refresh import StateLoader
 from tollway.gateway.snapshot.routing import normalise_path
@@ -118,6 +120,7 @@ class Gateway:
             settings.redis_url, cache_bytes=settings.cache_bytes
         )
         self.policing = Policing(self.counters, fail_closed=settings.limits_fail_closed)
+        self.observer = Observer(settings)  # metrics, access log, spans (recording/observe.py)
         self.mounts: dict[bytes, ASGIApp] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -148,8 +151,10 @@ class Gateway:
         raw = scope.get("raw_path") or quote(scope["path"]).encode()
         path = normalise_path(raw)
         match = None if path is None else self.state.routes.match(path)
+        trace = CallTrace(match[1] if match is not None else path or raw)  # (observability)
+        send = trace.stamping(send, scope["headers"])  # X-Request-ID on every response
         if match is not None:
-            await self.handle_api(match[0], match[1], scope, receive, send)
+            await self.handle_api(match[0], match[1], scope, receive, send, trace)
             return
         if not self.settings.access_log:
             await self._serve_own(path, scope, receive, send)
@@ -159,7 +164,10 @@ class Gateway:
         async def own(scope: Scope, receive: Receive, send: Send) -> None:
             await self._serve_own(path, scope, receive, send)
 
-        await accesslog.serve_logged(own, scope, receive, send, client, path or raw)
+        json_log = self.observer.json_log
+        await accesslog.serve_logged(
+            own, scope, receive, send, client, path or raw, trace, json_log
+        )
 
     async def _serve_own(
         self, path: bytes | None, scope: Scope, receive: Receive, send: Send
@@ -189,6 +197,7 @@ class Gateway:
         query: bytes,
         peer: str,
         scheme: str,
+        trace: CallTrace,
     ) -> Outcome:
         """Decide whether a request may go to the route's backend (no I/O, no awaiting).
 
@@ -206,8 +215,9 @@ class Gateway:
                 op_key = (operation.method, operation.template)
         policies = self.state.policies
         base = policies.chain(route.api_id, op_key, None)
-        prepared = prepare_request(headers, peer, scheme, route.key_header, self.trust)
+        prepared = prepare_request(headers, peer, scheme, route.key_header, self.trust, trace)
         ctx = RequestContext(method, rest, headers, prepared.client, route.api_id, 0.0)
+        trace.ctx = ctx  # (what the recording reads: grant, cache result)
         if base.cors is not None and method == "OPTIONS":
             preflight = self._preflight(base, ctx)
             if preflight is not None:
@@ -272,7 +282,13 @@ class Gateway:
         return self.policing.apply_limits(pending)
 
     async def handle_api(
-        self, route: Route, rest: bytes, scope: Scope, receive: Receive, send: Send
+        self,
+        route: Route,
+        rest: bytes,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        trace: CallTrace,
     ) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
@@ -285,20 +301,25 @@ class Gateway:
             scope.get("query_string", b""),
             client[0] if client else "",
             scope.get("scheme", "http"),
+            trace,
         )
         if isinstance(outcome, Preflight):
             await send_preflight(send, outcome)
-            self.record_exchange(route, 0, 204, 0, 0, started, method, client)
+            self.record_exchange(route, 0, 204, 0, 0, started, method, client, trace)
             return
         if not isinstance(outcome, Admission):
-            await self._refuse(route, outcome, send, started, method, client, scope["headers"])
+            await self._refuse(
+                route, outcome, send, started, method, client, scope["headers"], trace
+            )
             return
         pending = outcome.pending
         if pending is not None and self.policing.needs_settling(pending):
             refused = await self.settle(outcome, pending)
             if refused is not None:
                 denied = Denied(refused, outcome.subscription_id)
-                await self._refuse(route, denied, send, started, method, client, scope["headers"])
+                await self._refuse(
+                    route, denied, send, started, method, client, scope["headers"], trace
+                )
                 return
         request = UpstreamRequest(
             method,
@@ -310,6 +331,7 @@ class Gateway:
             scope,
             route.prefix_bytes,
             pending.chain.timeout if pending is not None else None,
+            trace,
         )
         sid = outcome.subscription_id
         if pending is None and outcome.framing != BodyFraming.CHUNKED:
@@ -349,8 +371,10 @@ class Gateway:
         method: str,
         client: tuple[str, int] | None,
         scope_headers: Headers,
+        trace: CallTrace,
     ) -> None:
         reject, subscription_id = refusal(outcome)
+        trace.problem = reject.problem
         await problems.send_problem(
             send,
             reject.problem,
@@ -360,7 +384,7 @@ class Gateway:
             **reject.extra,
         )
         status = reject.status or reject.problem.status
-        self.record_exchange(route, subscription_id, status, 0, 0, started, method, client)
+        self.record_exchange(route, subscription_id, status, 0, 0, started, method, client, trace)
 
     async def forward(
         self,
@@ -380,7 +404,15 @@ class Gateway:
         if record:
             status, bytes_in, bytes_out = outcome
             self.record_exchange(
-                route, subscription_id, status, bytes_in, bytes_out, started, method, client
+                route,
+                subscription_id,
+                status,
+                bytes_in,
+                bytes_out,
+                started,
+                method,
+                client,
+                request.trace,
             )
         return outcome
 
@@ -392,10 +424,14 @@ class Gateway:
         except UpstreamTimeout as exc:
             logger.warning("api %s: %s", route.name, exc)
             await problems.send_problem(send, problems.BACKEND_TIMEOUT)
+            if request.trace is not None:
+                request.trace.problem = problems.BACKEND_TIMEOUT
             return 504, 0, 0
         except UpstreamError as exc:
             logger.warning("api %s: %s", route.name, exc)
             await problems.send_problem(send, problems.BACKEND_UNREACHABLE)
+            if request.trace is not None:
+                request.trace.problem = problems.BACKEND_UNREACHABLE
             return 502, 0, 0
         except ResponseAborted as exc:
             # Headers already went out: all we can do is cut the connection short.
@@ -413,17 +449,19 @@ class Gateway:
         started: float,
         method: str,
         client: tuple[str, int] | str | None,
+        trace: CallTrace | None = None,
     ) -> None:
-        """Count the call for usage and, when enabled, write an access-log line.
+        """Count the call for usage, then metrics, access log and span (``recording/observe``).
 
         The log line names the client (as resolved through trusted proxies, when known) and the
         API, never the path's query string (it may carry the key).
         """
         latency_ms = (time.perf_counter() - started) * 1000
         self.usage.record(subscription_id, route.api_id, status, bytes_in, bytes_out, latency_ms)
-        if self.settings.access_log:
-            address = (client if isinstance(client, str) else client[0]) if client else ""
-            accesslog.api_call(address, method, route.prefix, status, latency_ms, subscription_id)
+        address = (client if isinstance(client, str) else client[0]) if client else ""
+        self.observer.call(
+            route, subscription_id, status, bytes_in, bytes_out, latency_ms, method, address, trace
+        )
 
     # lifecycle ----------------------------------------------------------------------------------
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -454,6 +492,7 @@ class Gateway:
             asyncio.create_task(self._every(self.settings.usage_flush_interval, self.flush_usage)),
             asyncio.create_task(self._every(PRUNE_EVERY, self._prune)),
         ]
+        self.observer.start()
 
     async def shutdown(self) -> None:
         """Stop background work, write buffered usage, close backend connections."""
@@ -463,6 +502,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.observer.stop()
         await self.flush_usage()
         if self.usage.rows:
             lost = sum(int(row[0]) for row in self.usage.rows.values())

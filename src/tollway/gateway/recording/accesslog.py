@@ -9,19 +9,50 @@ subscription's id (never its key)::
 
     203.0.113.7 "GET /names" 200 1.2ms sub=3
     203.0.113.7 "POST /portal/signin" 303 25.0ms
+
+With ``TOLLWAY_ACCESS_LOG=json`` each line is instead one JSON object, written alone on
+standard output (no logging prefix, so a collector can parse every line): the fields are
+:func:`api_call_json`'s and :func:`page`'s, listed in docs/observability.md.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import time
+from datetime import UTC, datetime
 
+from tollway.gateway.calltrace import CallTrace
 from tollway.proxies import ProxyTrust
 from tollway.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("tollway.access")
 
 _PRINTABLE = frozenset(range(0x21, 0x7F)) - {ord('"'), ord("%")}
+
+
+def json_lines_to_stdout() -> None:
+    """``TOLLWAY_ACCESS_LOG=json`` in a server process: the access log's lines go alone (no
+    logging prefix) to standard output, so that every line is one JSON object. Called by the
+    entry points that configure logging (``tollway serve``, ``tollway.asgi``), once."""
+    if any(getattr(h, "tollway_json", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.tollway_json = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def api_call_json(fields: dict[str, object]) -> None:
+    """The JSON line for one API call (``observe.Observer.call`` builds the fields)."""
+    logger.info("%s", json.dumps(fields, separators=(",", ":")))
 
 
 def printable(raw: bytes) -> str:
@@ -54,8 +85,29 @@ def api_call(
     )
 
 
-def page(client: str, method: str, path: bytes, status: int, latency_ms: float) -> None:
+def page(
+    client: str,
+    method: str,
+    path: bytes,
+    status: int,
+    latency_ms: float,
+    trace: CallTrace | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    as_json: bool = False,
+) -> None:
     """The line for one request to Tollway's own pages or answers outside any API."""
+    if as_json:
+        fields = {
+            "time": now_iso(),
+            "request_id": trace.ensure(headers or []).decode() if trace else None,
+            "client": client or None,
+            "method": printable(method.encode("latin-1")),
+            "path": printable(path),
+            "status": status,
+            "duration_ms": round(latency_ms, 3),
+        }
+        logger.info("%s", json.dumps(fields, separators=(",", ":")))
+        return
     logger.info(
         '%s "%s %s" %d %.1fms',
         client or "-",
@@ -67,7 +119,14 @@ def page(client: str, method: str, path: bytes, status: int, latency_ms: float) 
 
 
 async def serve_logged(
-    app: ASGIApp, scope: Scope, receive: Receive, send: Send, client: str, path: bytes
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    client: str,
+    path: bytes,
+    trace: CallTrace | None = None,
+    as_json: bool = False,
 ) -> None:
     """Run ``app`` and log its answer's status (500 if it failed before answering)."""
     started = time.perf_counter()
@@ -83,4 +142,7 @@ async def serve_logged(
         await app(scope, receive, watched)
     finally:
         latency_ms = (time.perf_counter() - started) * 1000
-        page(client, scope["method"], path, status or 500, latency_ms)
+        latency = latency_ms
+        page(
+            client, scope["method"], path, status or 500, latency, trace, scope["headers"], as_json
+        )

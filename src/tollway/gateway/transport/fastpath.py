@@ -29,6 +29,7 @@ from typing import Any
 import httptools
 
 from tollway import problems
+from tollway.gateway.calltrace import CallTrace
 from tollway.gateway.exchange.gateway import Admission, refusal
 from tollway.gateway.exchange.policed import body_too_large
 from tollway.gateway.exchange.policing import Pending, Preflight
@@ -229,6 +230,7 @@ class FastExchange:
         "started",
         "status",
         "subscription_id",
+        "trace",
         "upstream",
         "watch",
     )
@@ -272,8 +274,16 @@ class FastExchange:
     def start(self, rest: bytes, query: bytes) -> None:
         client = self.client
         peer = client.client[0] if client.client else ""
+        self.trace = trace = CallTrace(rest)  # request id, trace context, notes for recording
         outcome = self.gateway.admit(
-            self.route, self.method, rest, client.headers, query, peer, client.scheme or "http"
+            self.route,
+            self.method,
+            rest,
+            client.headers,
+            query,
+            peer,
+            client.scheme or "http",
+            trace,
         )
         if isinstance(outcome, Preflight):
             self.respond(204, b"", outcome.headers)
@@ -370,6 +380,7 @@ class FastExchange:
             transport.write(self.head)
         loop = connection.loop
         self.sent_at = loop.time()
+        self.trace.forwarded()
         if self.watch is None:
             client = self.client
             if client.timeouts is None:
@@ -407,6 +418,7 @@ class FastExchange:
     # response side (ResponseSink) ---------------------------------------------------------
     def upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
+        self.trace.responded()
         capture = self.capture
         if capture is not None:  # (kept as the client gets it; the loop below is idempotent)
             client_headers = self.backend.client_headers(headers, self.route.prefix_bytes)
@@ -414,7 +426,7 @@ class FastExchange:
         pending = self.pending_policy
         if pending is not None:
             headers = pending.edit_response(headers)
-        out = [STATUS_LINE[status]]
+        out = [STATUS_LINE[status], b"x-request-id: ", self.trace.request_id, b"\r\n"]
         has_length = False
         for name, value in headers:
             if name in HOP_BY_HOP:
@@ -534,6 +546,7 @@ class FastExchange:
         self.respond_reject(Reject(problem))
 
     def respond_reject(self, reject: Reject) -> None:
+        self.trace.problem = reject.problem
         status = reject.status or reject.problem.status
         body = problems.problem_body(reject.problem, reject.detail, status=status, **reject.extra)
         headers = [(b"content-type", problems.PROBLEM_CONTENT_TYPE), *reject.headers]
@@ -560,7 +573,7 @@ class FastExchange:
             # The client is waiting for "100 Continue" before sending its body; it may or may
             # not send it now (RFC 9110 §10.1.1), so the connection cannot be reused safely.
             self.keep_alive = False
-        out = [STATUS_LINE[status]]
+        out = [STATUS_LINE[status], b"x-request-id: ", self.trace.ensure(client.headers), b"\r\n"]
         for name, value in [*headers, *client.server_state.default_headers]:
             out += (name, b": ", value, b"\r\n")
         if not self.keep_alive:
@@ -620,6 +633,7 @@ class FastExchange:
             self.started,
             self.method,
             self.client_ip or self.client.client,
+            self.trace,
         )
         if not self.keep_alive:
             self.client.transport.close()

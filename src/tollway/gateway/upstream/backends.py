@@ -14,6 +14,7 @@ from typing import Protocol
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from tollway.errors import UserError
+from tollway.gateway.calltrace import CallTrace
 from tollway.gateway.upstream.client import (
     Exchange,
     Origin,
@@ -66,6 +67,7 @@ class UpstreamRequest:
     scope: Scope  # the client's scope (client, scheme, http_version, extensions)
     prefix: bytes = b""  # the API's path on the gateway (backend redirects are moved under it)
     head_timeout: float | None = None  # the timeout policy: forwarding -> response head
+    trace: CallTrace | None = None  # the call's ids and notes (upstream time), for recording
 
 
 class ResponseAborted(Exception):
@@ -179,6 +181,8 @@ class HttpBackend:
             not first.get("more_body", False) and len(first.get("body", b"")) <= REPLAY_LIMIT
         )
         exchange: Exchange | None = None
+        if request.trace is not None:
+            request.trace.forwarded()
         try:
             async with asyncio.timeout(request.head_timeout):
                 for attempt in (1, 2):
@@ -202,6 +206,8 @@ class HttpBackend:
                 f"the backend sent no response head within {request.head_timeout}s"
             ) from None
         assert exchange is not None
+        if request.trace is not None:
+            request.trace.responded()
         return await self._stream_response(
             exchange, request, status, headers, bytes_in, send, receive
         )
@@ -333,6 +339,8 @@ class AppBackend:
         result = ForwardResult(0, 0, 0)
         started = False
         deadline: asyncio.Timeout | None = None
+        if request.trace is not None:
+            request.trace.forwarded()
 
         async def counting_receive() -> Message:
             message = await receive()
@@ -345,6 +353,8 @@ class AppBackend:
                 result.status = message["status"]
                 message = {**message, "headers": filter_response_headers(message["headers"])}
                 started = True
+                if request.trace is not None:
+                    request.trace.responded()
                 if deadline is not None:
                     deadline.reschedule(None)  # the read timeout covers the wait for a response
             elif message["type"] == "http.response.body":
