@@ -8,6 +8,7 @@ import time
 from typing import Protocol
 
 from tollway import problems
+from tollway.gateway.calltrace import CallTrace
 from tollway.gateway.exchange.policing import Pending, Policing, Preflight
 from tollway.gateway.snapshot.state import Route
 from tollway.gateway.upstream.backends import BodyFraming, UpstreamRequest
@@ -47,6 +48,7 @@ class Gateway(Protocol):
         started: float,
         method: str,
         client: tuple[str, int] | str | None,
+        trace: CallTrace | None = None,
     ) -> None: ...
 
 
@@ -142,6 +144,7 @@ class PolicedExchange:
             self.started,
             self.request.method,
             client,
+            self.request.trace,
         )
 
     def _editing(self, send: Send) -> Send:
