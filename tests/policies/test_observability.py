@@ -6,11 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
@@ -218,3 +224,111 @@ async def test_json_access_log_parses_and_holds_no_secret(
 
 def access_lines(records: list[logging.LogRecord]) -> list[str]:
     return [r.getMessage() for r in records if r.name == "tollway.access"]
+
+
+class OtlpReceiver:
+    """A local OTLP/HTTP receiver (protobuf), as an OpenTelemetry collector listens on 4318."""
+
+    def __init__(self) -> None:
+        self.spans: list[Any] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                with receiver.lock:
+                    for resource in request.resource_spans:
+                        for scope in resource.scope_spans:
+                            receiver.spans.extend(scope.spans)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> OtlpReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait_for(self, count: int) -> list[Any]:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.spans) >= count:
+                    return list(self.spans)
+            time.sleep(0.05)
+        return list(self.spans)
+
+
+def attributes(span: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in span.attributes:
+        kind = item.value.WhichOneof("value")
+        out[item.key] = getattr(item.value, kind)
+    return out
+
+
+async def test_spans_reach_an_otlp_receiver(
+    sqlite_engine: Engine, sqlite_url: str, served: Served
+) -> None:
+    cfg = {
+        **CONFIG,
+        "apis": {
+            **CONFIG["apis"],
+            "echo": {**CONFIG["apis"]["echo"], "operations": ["GET /items/{id}"]},
+        },
+    }
+    apply(sqlite_engine, cfg)
+    starter = subscribe(sqlite_engine)
+    client_trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with OtlpReceiver() as receiver:
+        settings = {"otel_exporter_otlp_endpoint": receiver.url}
+        async with served(sqlite_engine, sqlite_url, cfg, **settings) as (_, client):
+            ok = await client.get(
+                "/echo/items/7",
+                headers={"X-API-Key": starter.primary, "traceparent": client_trace},
+            )
+            refused = await client.get("/echo/items/8")
+            spans = await asyncio.to_thread(receiver.wait_for, 2)  # exported while serving
+    assert ok.status_code == 200 and refused.status_code == 401
+    assert len(spans) == 2
+    by_status = {attributes(span)["http.response.status_code"]: span for span in spans}
+    served_span, refused_span = by_status[200], by_status[401]
+    seen = {n: v for n, v in ok.json()["headers"]}
+    trace_id, parent, _ = parse_traceparent(seen["traceparent"].encode()) or (b"", b"", b"")
+    # The span is the backend's parent, and the child of the client's span.
+    assert served_span.trace_id.hex() == trace_id.decode() == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert served_span.span_id.hex() == parent.decode()
+    assert served_span.parent_span_id.hex() == "00f067aa0ba902b7"
+    assert served_span.name == refused_span.name == "GET /items/{id}"
+    assert attributes(served_span) == {
+        "tollway.api": "echo",
+        "tollway.request_id": ok.headers["x-request-id"],
+        "http.request.method": "GET",
+        "http.response.status_code": 200,
+        "url.path": "/echo/items/7",
+        "client.address": "127.0.0.1",
+        "tollway.operation": "GET /items/{id}",
+        "tollway.product": "starter",
+        "tollway.subscription_id": starter.subscription.id,
+    }
+    assert served_span.end_time_unix_nano > served_span.start_time_unix_nano
+    refused_attributes = attributes(refused_span)
+    assert refused_attributes["tollway.rejection"] == "key"
+    assert refused_attributes["tollway.problem"] == "missing-key"
+    assert refused_span.parent_span_id == b""  # no traceparent from the client: a new trace

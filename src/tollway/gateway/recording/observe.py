@@ -205,7 +205,7 @@ class Observer:
                 int(trace.span_id, 16),
                 parent,
                 int(trace.flags, 16),
-                f"{method} {operation or route.prefix}",
+                operation or f"{method} {route.prefix}",
                 end - int(latency_ms * 1_000_000),
                 end,
                 attributes,
