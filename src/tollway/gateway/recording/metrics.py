@@ -20,12 +20,22 @@ import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from tollway import problems
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# No ``*_created`` series: they double the exposition, and multiprocess mode has none anyway.
+disable_created_metrics()
 
 # Seconds; from a cache hit (well under 1 ms) to a slow backend.
 BUCKETS = (
