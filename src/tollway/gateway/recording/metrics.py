@@ -35,7 +35,7 @@ from tollway import problems
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # No ``*_created`` series: they double the exposition, and multiprocess mode has none anyway.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Seconds; from a cache hit (well under 1 ms) to a slow backend.
 BUCKETS = (
