@@ -332,3 +332,37 @@ async def test_spans_reach_an_otlp_receiver(
     assert refused_attributes["tollway.rejection"] == "key"
     assert refused_attributes["tollway.problem"] == "missing-key"
     assert refused_span.parent_span_id == b""  # no traceparent from the client: a new trace
+
+
+async def test_size_limit_refusals_count_as_the_policys_on_both_body_kinds(
+    sqlite_engine: Engine, sqlite_url: str, served: Served
+) -> None:
+    cfg = {
+        **CONFIG,
+        "apis": {
+            "open": {
+                "path": "/open",
+                "backend": "echo",
+                "subscription_required": False,
+                "policies": [{"type": "request-size-limit", "max_bytes": 10}],
+            }
+        },
+        "products": {},
+    }
+
+    async def chunked() -> Any:
+        for part in (b"x" * 8, b"x" * 8):
+            yield part
+
+    apply(sqlite_engine, cfg)
+    async with served(sqlite_engine, sqlite_url, cfg) as (_, client):
+        announced = await client.post("/open/upload", content=b"x" * 11)
+        streamed = await client.post("/open/upload", content=chunked())
+        assert announced.status_code == streamed.status_code == 413
+        after = await settled(
+            client, "tollway_requests_total", 2, api="open", product="", status_class="4xx"
+        )
+    assert (
+        value(after, "tollway_policy_rejections_total", api="open", policy="request-size-limit")
+        == 2
+    )

@@ -117,6 +117,8 @@ class PolicedExchange:
                 await problems.send_problem(
                     raw_send, refused.problem, refused.detail, headers=close
                 )
+                if self.request.trace is not None:  # (recorded as the policy's refusal)
+                    self.request.trace.problem = refused.problem
             self._record(413, self.body_seen, 0)
             return
         self._record(status, bytes_in, bytes_out)
