@@ -103,11 +103,16 @@ async def test_redis_outage_fails_open_and_recovers(
         assert await statuses(client, key, 6) == [200] * 5 + [429]
         spare_redis.kill()
         assert await statuses(client, key, 10) == [200] * 10  # limits off, service on
+        outage_metrics = await metrics(client)
         spare_redis.start()  # empty: the counters start again
         seen = await statuses_until_status(client, key, 429)
     assert set(seen) <= {200, 429}
     assert seen[-1] == 429
     assert seen.count(200) >= 5
+    # What an operator sees at /-/metrics during the outage (docs/observability.md).
+    assert outage_metrics['tollway_limits_store_decisions_total{decision="fail-open"}'] == 10
+    assert outage_metrics["tollway_limits_store_errors_total"] >= 10
+    assert outage_metrics['tollway_limits_store_decisions_total{decision="fail-closed"}'] == 0
     outage = [r.getMessage() for r in caplog.records if "redis" in r.getMessage()]
     assert outage[0].startswith("redis unreachable: ")  # once, not once per call
     assert outage[1].startswith("redis reachable again after ")
@@ -142,7 +147,20 @@ async def test_redis_outage_fails_closed_when_configured(
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.json()["type"] == "/-/problems/limits-unavailable"
         assert refused.headers["retry-after"] == "1"
+        seen_metrics = await metrics(client)
         spare_redis.start()
         seen = await statuses_until_status(client, key, 200)
     assert set(seen) <= {200, 503}
     assert seen[-1] == 200
+    assert seen_metrics['tollway_limits_store_decisions_total{decision="fail-closed"}'] == 1
+    assert seen_metrics['tollway_policy_rejections_total{api="echo",policy="limits-store"}'] == 1
+
+
+async def metrics(client: httpx.AsyncClient) -> dict[str, float]:
+    """``/-/metrics`` as {series: value} (series as the exposition writes them)."""
+    text = (await client.get("/-/metrics")).text
+    return {
+        series: float(number)
+        for series, _, number in (line.rpartition(" ") for line in text.splitlines())
+        if series and not series.startswith("#")
+    }
