@@ -156,6 +156,10 @@ async def test_request_id_and_traceparent_reach_the_backend(
             "/echo/x", headers={**key, "X-Request-ID": "bad id\twith spaces", "traceparent": "x"}
         )
         refused = await client.get("/echo/x", headers={"X-Request-ID": "refused-1"})
+        # A backend's own X-Request-ID does not reach the client next to the gateway's.
+        own = await client.get(
+            "/echo/with-headers?X-Request-ID=backend-own", headers={**key, "X-Request-ID": "r-2"}
+        )
         page = await client.get("/-/health")
         unknown = await client.get("/nowhere")
 
@@ -179,6 +183,7 @@ async def test_request_id_and_traceparent_reach_the_backend(
     assert new_trace is not None and new_trace[0] != trace_id
     # Refusals, Tollway's pages and unknown paths carry one too.
     assert refused.status_code == 401 and refused.headers["x-request-id"] == "refused-1"
+    assert own.status_code == 200 and own.headers.get_list("x-request-id") == ["r-2"]
     assert len(page.headers["x-request-id"]) == 32
     assert unknown.status_code == 404 and len(unknown.headers["x-request-id"]) == 32
 

@@ -41,7 +41,7 @@ from tollway.gateway.transport.status_lines import STATUS_LINE
 from tollway.gateway.transport.uvicorn_hooks import fast_transport_usable
 from tollway.gateway.upstream.backends import (
     CLIENT_CLOSED,
-    HOP_BY_HOP,
+    NOT_PASSED_BACK,
     REPLAY_LIMIT,
     BodyFraming,
     HttpBackend,
@@ -429,7 +429,7 @@ class FastExchange:
         out = [STATUS_LINE[status], b"x-request-id: ", self.trace.request_id, b"\r\n"]
         has_length = False
         for name, value in headers:
-            if name in HOP_BY_HOP:
+            if name in NOT_PASSED_BACK:
                 continue
             if name == b"content-length":
                 has_length = True

@@ -97,8 +97,13 @@ class BackendTarget(Protocol):
     async def shutdown(self) -> None: ...
 
 
+# Not passed back to the client: hop-by-hop headers, and the request id the gateway writes
+# itself (a backend's own would be a second, different one; gateway/calltrace.py).
+NOT_PASSED_BACK = HOP_BY_HOP | {b"x-request-id"}
+
+
 def filter_response_headers(headers: Headers) -> Headers:
-    return [(name, value) for name, value in headers if name not in HOP_BY_HOP]
+    return [(name, value) for name, value in headers if name not in NOT_PASSED_BACK]
 
 
 class HttpBackend:
