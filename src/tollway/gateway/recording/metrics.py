@@ -237,7 +237,8 @@ class Meters:
         if requests is None:
             requests = meters.requests[slot] = self._requests_child(route, product_id, status)
         requests.inc()
-        meters.duration.observe(duration_s)
+        if status != 101:  # (a WebSocket session's length is not a latency)
+            meters.duration.observe(duration_s)
         if upstream_s >= 0:
             meters.upstream.observe(upstream_s)
         if bytes_in:
