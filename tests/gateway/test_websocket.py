@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tollway.config.export import export_config
 from tollway.config.loader import ConfigError, load_config
 from tollway.db.session import session_factory, transaction
+from tollway.gateway.calltrace import parse_traceparent
 from tollway.gateway.exchange.gateway import Gateway
 from tollway.samples import live
 from tollway.services import subscriptions, users
@@ -162,6 +163,9 @@ async def test_messages_flow_both_ways_and_closes_pass_on(
             assert "x-api-key" not in seen["headers"]
             assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"
             assert seen["headers"]["x-forwarded-prefix"] == f"/{api}"
+            # the session's request id (also on the 101) and trace context reach the backend
+            assert seen["headers"]["x-request-id"] == s.response.headers["x-request-id"]
+            assert parse_traceparent(seen["headers"]["traceparent"].encode()) is not None
             # the backend closes: the client gets its code and reason
             await s.send("close 4001 bye now")
             assert await closed_with(s) == (4001, "bye now")
