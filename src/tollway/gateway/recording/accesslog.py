@@ -27,7 +27,6 @@ import json
 import logging
 import sys
 import time
-from datetime import UTC, datetime
 
 from tollway.gateway.calltrace import CallTrace
 from tollway.proxies import ProxyTrust
@@ -52,17 +51,32 @@ def json_lines_to_stdout() -> None:
     logger.propagate = False
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # (made once: json.dumps makes one
+# per call when given options)
+_second = [-1, ""]  # the last second formatted, and its text (formatted once per second)
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now, UTC, ISO 8601 with milliseconds: ``2026-12-02T11:32:47.123Z``."""
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
 
 
 def api_call_json(fields: dict[str, object]) -> None:
     """The JSON line for one API call (``observe.Observer.call`` builds the fields)."""
-    logger.info("%s", json.dumps(fields, separators=(",", ":")))
+    logger.info("%s", _encode(fields))
+
+
+_PRINTABLE_BYTES = bytes(sorted(_PRINTABLE))
 
 
 def printable(raw: bytes) -> str:
     """``raw`` with anything but visible ASCII percent-encoded, so a line cannot be forged."""
+    if not raw.translate(None, _PRINTABLE_BYTES):  # (the usual case: nothing to encode)
+        return raw.decode("ascii")
     return "".join(chr(b) if b in _PRINTABLE else f"%{b:02X}" for b in raw)
 
 
@@ -127,7 +141,7 @@ def page(
             "status": status,
             "duration_ms": round(latency_ms, 3),
         }
-        logger.info("%s", json.dumps(fields, separators=(",", ":")))
+        logger.info("%s", _encode(fields))
         return
     logger.info(
         '%s "%s %s" %d %.1fms',
