@@ -67,6 +67,7 @@ def test_two_workers_add_up_and_log_json(tmp_path: Path, echo_url: str) -> None:
         while totals(base) != {"2xx": CALLS, "4xx": REFUSED} and time.monotonic() < deadline:
             time.sleep(0.05)
         scrapes = [totals(base) for _ in range(8)]  # answered by one worker or the other
+        gauges = httpx.get(f"{base}/-/metrics", headers={"Connection": "close"}).text
         (shared,) = scratch.iterdir()
         pids = {path.stem.rsplit("_", 1)[1] for path in shared.glob("counter_*.db")}
         assert len(pids) == 2, pids  # both workers write there
@@ -74,6 +75,11 @@ def test_two_workers_add_up_and_log_json(tmp_path: Path, echo_url: str) -> None:
     assert code in CLEAN_EXIT, output
     assert scrapes == [{"2xx": CALLS, "4xx": REFUSED}] * 8, scrapes
     assert list(scratch.iterdir()) == []  # removed once the workers stopped
+    # Gauges too: the lowest configuration version of the running workers, their backends.
+    families = {f.name: f for f in text_string_to_metric_families(gauges)}
+    assert families["tollway_config_version"].samples[0].value > 0
+    pools = {s.labels["state"] for s in families["tollway_upstream_connections"].samples}
+    assert pools == {"open", "idle"}
     lines = [line for line in output.splitlines() if line.startswith("{")]
     calls = [json.loads(line) for line in lines if '"api":"echo"' in line]
     assert len(calls) == CALLS + REFUSED

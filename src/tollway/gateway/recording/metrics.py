@@ -11,7 +11,8 @@ and before every scrape.
 With ``tollway serve --workers N`` the server gives every worker the same
 ``PROMETHEUS_MULTIPROC_DIR`` (``tollway.server``): each worker writes its numbers to its own
 files there and a scrape, whichever worker answers it, adds them all up
-(prometheus-client's multiprocess mode). Every metric is listed in docs/observability.md.
+(prometheus-client's multiprocess mode). A worker that stops takes its gauges out of the sums;
+its counts stay. Every metric is listed in docs/observability.md.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from tollway import problems
 
@@ -184,13 +185,13 @@ class Meters:
             "tollway_config_version",
             "The change-log position of the loaded configuration snapshot (lowest worker).",
             registry=registry,
-            multiprocess_mode="min",
+            multiprocess_mode="livemin",
         )
         self.config_age = Gauge(
             "tollway_config_age_seconds",
             "Seconds since the snapshot was last confirmed current with the store (oldest worker).",
             registry=registry,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.usage_rows = Gauge(
             "tollway_usage_buffer_rows",
@@ -291,6 +292,11 @@ class Meters:
             self.pool.labels(gone, "idle").set(0)
         self._pools = seen
         self._last = readings
+
+    def stopped(self) -> None:
+        """This worker stops: its gauges leave the sums (its counts stay in the totals)."""
+        if self.multiprocess:
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def exposition(self) -> bytes:
         """The text exposition of every metric (of all workers, in multiprocess mode)."""

@@ -69,7 +69,7 @@ class Observer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
             self._sampler = None
-        self.sample()
+        self.meters.stopped()
         if self.spans is not None:
             await asyncio.to_thread(self.spans.stop)
 
