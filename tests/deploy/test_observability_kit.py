@@ -254,6 +254,7 @@ def test_observability_doc_lists_every_metric_and_log_field(exposition: tuple[st
         "rejection",
         "problem",
         "cache",
+        "websocket",
     ):
         assert f"`{field}`" in doc, field
     assert "observability.md" in (REPO / "README.md").read_text()

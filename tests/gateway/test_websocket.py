@@ -187,6 +187,35 @@ async def test_messages_flow_both_ways_and_closes_pass_on(
     assert keys.secondary not in logged and keys.primary not in logged
 
 
+async def test_a_session_is_one_json_access_line_with_its_close_and_messages(
+    transport: str,
+    sqlite_engine: Engine,
+    sqlite_url: str,
+    live_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = live_config(live_url)
+    keys = subscribe(sqlite_engine, config)
+    caplog.set_level(logging.INFO, logger="tollway.access")
+    settings = {"access_log": "json"}
+    async with gateway_on(transport, sqlite_engine, sqlite_url, config, **settings) as (_, base):
+        async with open_ws(base, "/live/ws/echo", keys.primary) as s:
+            await s.send("hello")
+            assert await s.recv() == "hello"
+            request_id = s.response.headers["x-request-id"]
+            await s.send("close 4001 bye now")
+            assert await closed_with(s) == (4001, "bye now")
+
+        def lines() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.name == "tollway.access"]
+
+        await poll(lambda: len(lines()) == 1, "no access line for the session")
+    (entry,) = [json.loads(line) for line in lines()]  # one line, and it is JSON
+    assert entry["status"] == 101 and entry["request_id"] == request_id
+    assert entry["websocket"] == {"close_code": 4001, "messages_in": 2, "messages_out": 1}
+    assert keys.primary not in lines()[0]
+
+
 async def test_upgrades_are_admitted_like_calls(
     transport: str, sqlite_engine: Engine, sqlite_url: str, live_url: str
 ) -> None:

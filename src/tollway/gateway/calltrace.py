@@ -80,6 +80,7 @@ class CallTrace:
         "span_id",
         "trace_id",
         "upstream_s",
+        "websocket",
     )
 
     def __init__(self, path: bytes = b"") -> None:
@@ -93,6 +94,7 @@ class CallTrace:
         self.upstream_s = -1.0  # forward -> response head, when the call reached the backend
         self.sent_at = 0.0
         self.ctx: RequestContext | None = None  # the policies' view (grant, cache result)
+        self.websocket: tuple[int, int, int] | None = None  # a session: close code, messages
 
     def begin(self, request_id: bytes | None, traceparent: bytes | None) -> None:
         """Take the client's ids (when sane) or make new ones."""

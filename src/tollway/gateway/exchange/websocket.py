@@ -249,6 +249,7 @@ class Upgrade:
         """Usage (one call, status 101, bytes each way), byte quotas and the access log."""
         gateway, sid = self.gateway, self.subscription_id
         bytes_in, bytes_out = session.bytes_in, session.bytes_out
+        self.trace.websocket = (session.closed_with, session.messages_in, session.messages_out)
         gateway.record_exchange(
             route,
             sid,
@@ -261,7 +262,7 @@ class Upgrade:
             self.trace,
         )
         gateway.policing.record_bytes(pending, bytes_in + bytes_out)
-        if gateway.settings.access_log:
+        if gateway.settings.access_log is True:  # (json: in the call's own line)
             accesslog.websocket_session(
                 self.client_ip,
                 route.prefix,

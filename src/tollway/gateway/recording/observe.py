@@ -127,28 +127,34 @@ class Observer:
         product = route.product_names.get(grant.product_id, "") if grant is not None else ""
         rejection = POLICY_OF_PROBLEM.get(problem.slug) if problem is not None else None
         if self.json_log:
-            accesslog.api_call_json(
-                {
-                    "time": accesslog.now_iso(),
-                    "request_id": trace.request_id.decode(),
-                    "trace_id": trace.trace_id.decode(),
-                    "client": client or None,
-                    "method": accesslog.printable(method.encode("latin-1")),
-                    "path": accesslog.printable(route.prefix.encode() + trace.path),
-                    "api": route.name,
-                    "operation": operation,
-                    "product": product or None,
-                    "subscription_id": subscription_id or None,
-                    "status": status,
-                    "bytes_in": bytes_in,
-                    "bytes_out": bytes_out,
-                    "duration_ms": round(latency_ms, 3),
-                    "upstream_ms": round(upstream_s * 1000, 3) if upstream_s >= 0 else None,
-                    "rejection": rejection,
-                    "problem": problem.slug if problem is not None else None,
-                    "cache": (ctx.cache or None) if ctx is not None else None,
+            fields: dict[str, object] = {
+                "time": accesslog.now_iso(),
+                "request_id": trace.request_id.decode(),
+                "trace_id": trace.trace_id.decode(),
+                "client": client or None,
+                "method": accesslog.printable(method.encode("latin-1")),
+                "path": accesslog.printable(route.prefix.encode() + trace.path),
+                "api": route.name,
+                "operation": operation,
+                "product": product or None,
+                "subscription_id": subscription_id or None,
+                "status": status,
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+                "duration_ms": round(latency_ms, 3),
+                "upstream_ms": round(upstream_s * 1000, 3) if upstream_s >= 0 else None,
+                "rejection": rejection,
+                "problem": problem.slug if problem is not None else None,
+                "cache": (ctx.cache or None) if ctx is not None else None,
+            }
+            if trace.websocket is not None:
+                code, messages_in, messages_out = trace.websocket
+                fields["websocket"] = {
+                    "close_code": code,
+                    "messages_in": messages_in,
+                    "messages_out": messages_out,
                 }
-            )
+            accesslog.api_call_json(fields)
         if self.spans is not None:
             self._span(
                 route,
