@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from tollway import problems
 from tollway.gateway.calltrace import CallTrace, parse_traceparent, sane_request_id
 from tollway.gateway.recording import accesslog
 from tollway.gateway.recording.metrics import MULTIPROC_ENV
+from tollway.gateway.transport.http_refusals import Refusal
 from tollway.server import shared_metrics_dir
 from tollway.settings import Settings
 
@@ -97,6 +99,12 @@ def test_ensure_reads_the_client_headers_once() -> None:
     )
     assert trace.trace_id == VALID[3:35]
     assert trace.ensure([(b"x-request-id", b"other")]) == b"from-client"
+
+
+def test_protocol_refusals_carry_a_request_id_of_their_own() -> None:
+    head = Refusal(problems.BAD_PATH, "bad").response([]).split(b"\r\n\r\n")[0]
+    (line,) = [line for line in head.split(b"\r\n") if line.startswith(b"x-request-id: ")]
+    assert sane_request_id(line.removeprefix(b"x-request-id: "))
 
 
 def test_access_log_setting_takes_true_false_and_json() -> None:
