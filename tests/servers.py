@@ -31,17 +31,25 @@ def free_port() -> int:
 
 @contextmanager
 def serve_in_thread(
-    app: ASGIApp, *, lifespan: str = "auto", http: Any = "auto", ws: Any = "auto"
+    app: ASGIApp,
+    *,
+    lifespan: str = "auto",
+    http: Any = "auto",
+    ws: Any = "auto",
+    port: int = 0,
+    **options: Any,
 ) -> Iterator[str]:
     """Run ``app`` under uvicorn in a thread; yield its base URL.
 
     ``http`` is uvicorn's HTTP protocol: "auto", or a class such as Tollway's GatewayProtocol;
-    ``ws`` its WebSocket protocol (Tollway's for a gateway).
+    ``ws`` its WebSocket protocol (Tollway's for a gateway). ``port`` 0 takes a free one;
+    ``options`` go to ``uvicorn.Config`` (``ssl_certfile``, ...).
     """
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=0,
+        port=port,
+        **options,
         http=http,
         ws=ws,
         proxy_headers=False,  # as `tollway serve`: Tollway applies its own trusted-proxy rules
@@ -59,8 +67,9 @@ def serve_in_thread(
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
+    scheme = "https" if options.get("ssl_certfile") else "http"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)

@@ -107,7 +107,7 @@ def test_every_metric_of_the_issue_is_exposed_without_key_labels(
         "tollway_config_age_seconds": set(),
         "tollway_usage_buffer_rows": set(),
         "tollway_usage_dropped_calls": set(),
-        "tollway_upstream_connections": {"backend", "state"},
+        "tollway_upstream_connections": {"backend", "target", "state"},
     }
     assert set(wanted) <= set(families)
     for name, labels in wanted.items():

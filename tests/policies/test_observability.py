@@ -136,7 +136,8 @@ async def test_metrics_count_each_kind_of_call_exactly(
     assert value(after, "tollway_config_version") > 0
     assert value(after, "tollway_usage_buffer_rows") > 0
     pools = [labels for (n, labels) in after if n == "tollway_upstream_connections"]
-    assert pools and all(dict(labels)["backend"].startswith("127.0.0.1:") for labels in pools)
+    assert pools and all(dict(labels)["target"].startswith("127.0.0.1:") for labels in pools)
+    assert {dict(labels)["backend"] for labels in pools} == {"echo"}
     assert starter.primary not in str(after) and other.primary not in str(after)
     assert all("subscription" not in k for (_, labels) in after for k, _ in labels)
 

@@ -64,6 +64,15 @@ class Backend(Timestamped, Base):
     read_timeout: Mapped[float] = mapped_column(Float, default=30.0)
     preserve_host: Mapped[bool] = mapped_column(Boolean, default=False)
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # A pool of instances and how calls reach them (docs/gateway.md, "Backend pools").
+    targets: Mapped[list[Any]] = mapped_column(default=list)
+    balance: Mapped[str] = mapped_column(String(30), default="round-robin")
+    health_check: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    circuit_breaker: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    tls: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    max_idle_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    max_requests: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class NamedValue(Timestamped, Base):

@@ -33,6 +33,9 @@ def readiness(gateway: Gateway) -> tuple[bool, dict[str, object]]:
         "usage_buffered_rows": len(gateway.usage.rows),
         "usage_dropped_calls": gateway.usage.dropped,
     }
+    # each HTTP backend's targets (health, circuit breaker), as this process sees them
+    described = (backend.describe() for backend in gateway.state.backends.values())
+    report["backends"] = dict(entry for entry in described if entry is not None)
     return ok, report
 
 
@@ -48,9 +51,10 @@ def metric_readings(gateway: Gateway) -> Readings:
         limits_store_errors=gateway.policing.store_failures,
         limits_fail_open=gateway.policing.fail_open_calls,
         pools=[
-            (backend.origin.label, *backend.origin.pool_counts())
+            (backend.name, target.label, *target.pool_counts())
             for backend in gateway.state.backends.values()
             if isinstance(backend, HttpBackend)
+            for target in backend.pool.targets
         ],
     )
 

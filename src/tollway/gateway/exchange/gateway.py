@@ -34,8 +34,9 @@ from tollway.gateway.snapshot.refresh import StateLoader
 from tollway.gateway.snapshot.routing import normalise_path
 from tollway.gateway.snapshot.state import EMPTY_STATE, GatewayState, Route, retired_backends
 from tollway.gateway.upstream.backends import BodyFraming, ResponseAborted, UpstreamRequest
-from tollway.gateway.upstream.client import UpstreamError, UpstreamTimeout
+from tollway.gateway.upstream.client import NoTargetAvailable, UpstreamError, UpstreamTimeout
 from tollway.gateway.upstream.forwarding import prepare_request, take_query_key
+from tollway.gateway.upstream.pool import backend_unavailable
 from tollway.policies.base import Reject, RequestContext
 from tollway.policies.chain import EMPTY_CHAIN, Chain
 from tollway.policies.limits import collect_limits
@@ -428,6 +429,10 @@ class Gateway:
             if request.trace is not None:
                 request.trace.problem = problems.BACKEND_TIMEOUT
             return 504, 0, 0
+        except NoTargetAvailable as exc:  # (before UpstreamError, its base class)
+            reject = backend_unavailable(exc)
+            await problems.send_problem(send, reject.problem, reject.detail, headers=reject.headers)
+            return 503, 0, 0
         except UpstreamError as exc:
             logger.warning("api %s: %s", route.name, exc)
             await problems.send_problem(send, problems.BACKEND_UNREACHABLE)

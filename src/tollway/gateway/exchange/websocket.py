@@ -37,7 +37,8 @@ from tollway.gateway.exchange.websocket_session import POLICY, Session
 from tollway.gateway.recording import accesslog
 from tollway.gateway.snapshot.routing import normalise_path
 from tollway.gateway.snapshot.state import GatewayState, Route
-from tollway.gateway.upstream.client import UpstreamError, UpstreamTimeout
+from tollway.gateway.upstream.client import NoTargetAvailable, UpstreamError, UpstreamTimeout
+from tollway.gateway.upstream.pool import backend_unavailable
 from tollway.gateway.upstream.websocket import (
     SocketRefused,
     SocketRequest,
@@ -198,6 +199,8 @@ class Upgrade:
         except UpstreamTimeout as exc:
             logger.warning("api %s: %s", route.name, exc)
             await self.refuse(route, Reject(problems.BACKEND_TIMEOUT), sid)
+        except NoTargetAvailable as exc:  # every target of the pool out of rotation: 503
+            await self.refuse(route, backend_unavailable(exc), sid)
         except UpstreamError as exc:
             logger.warning("api %s: %s", route.name, exc)
             await self.refuse(route, Reject(problems.BACKEND_UNREACHABLE), sid)

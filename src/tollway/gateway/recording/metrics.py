@@ -94,7 +94,8 @@ class Readings:
     usage_dropped_calls: int = 0
     limits_store_errors: int = 0
     limits_fail_open: int = 0
-    pools: list[tuple[str, int, int]] = field(default_factory=list)  # backend, open, idle
+    # backend, target, open, idle
+    pools: list[tuple[str, str, int, int]] = field(default_factory=list)
 
 
 class _RouteMeters:
@@ -206,8 +207,9 @@ class Meters:
         )
         self.pool = Gauge(
             "tollway_upstream_connections",
-            "Connections to HTTP backends, open (in use or idle) and idle in the pool.",
-            ["backend", "state"],
+            "Connections to each target of HTTP backends, open (in use or idle) and idle in the "
+            "pool.",
+            ["backend", "target", "state"],
             registry=registry,
             multiprocess_mode="livesum",
         )
@@ -215,7 +217,7 @@ class Meters:
         self.fail_open = self.store_decisions.labels("fail-open")
         self._routes: dict[int, _RouteMeters] = {}
         self._last = Readings()
-        self._pools: set[str] = set()
+        self._pools: set[tuple[str, str]] = set()
 
     # the hot path -------------------------------------------------------------------------------
     def count(
@@ -283,13 +285,13 @@ class Meters:
         _add(self.store_errors, readings.limits_store_errors - last.limits_store_errors)
         _add(self.fail_open, readings.limits_fail_open - last.limits_fail_open)
         seen = set()
-        for backend, open_, idle in readings.pools:
-            seen.add(backend)
-            self.pool.labels(backend, "open").set(open_)
-            self.pool.labels(backend, "idle").set(idle)
-        for gone in self._pools - seen:  # (a backend no longer configured)
-            self.pool.labels(gone, "open").set(0)
-            self.pool.labels(gone, "idle").set(0)
+        for backend, target, open_, idle in readings.pools:
+            seen.add((backend, target))
+            self.pool.labels(backend, target, "open").set(open_)
+            self.pool.labels(backend, target, "idle").set(idle)
+        for backend, target in self._pools - seen:  # (no longer configured)
+            self.pool.labels(backend, target, "open").set(0)
+            self.pool.labels(backend, target, "idle").set(0)
         self._pools = seen
         self._last = readings
 

@@ -119,7 +119,9 @@ class HttpSocket:
 
     @classmethod
     async def open(cls, backend: HttpBackend, request: SocketRequest, max_size: int) -> HttpSocket:
-        origin = backend.origin
+        if backend.unusable is not None:
+            raise UpstreamError(backend.unusable)
+        origin = backend.pool.pick()  # a target in rotation (NoTargetAvailable when none is)
         host = f"[{origin.host}]" if ":" in origin.host else origin.host
         target = origin.base_path + request.path
         if request.query:
@@ -136,6 +138,7 @@ class HttpSocket:
                 user_agent_header=None,  # (the client's, if it sent one, is among the headers)
                 proxy=None,  # the backend's address is the configured one, never a proxy's
                 ssl=origin.ssl,
+                server_hostname=origin.server_name if origin.ssl is not None else None,
                 open_timeout=wait,
                 close_timeout=CLOSE_TIMEOUT,
                 max_size=max_size,
