@@ -70,7 +70,8 @@ def _change_user(session: Session, admin: User, user_id: int, action: str) -> No
 async def change_subscription(request: Request) -> Response:
     form = await checked_form(request)
     try:
-        await portal_of(request).db(
+        await portal_of(request).act(
+            request,
             _change_subscription,
             request.path_params["subscription_id"],
             str(form.get("action", "")),
@@ -84,7 +85,8 @@ async def change_subscription(request: Request) -> Response:
 async def change_user(request: Request) -> Response:
     form = await checked_form(request)
     try:
-        await portal_of(request).db(
+        await portal_of(request).act(
+            request,
             _change_user,
             signed_in(request),
             request.path_params["user_id"],
