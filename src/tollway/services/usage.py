@@ -101,3 +101,48 @@ def quota_status(session: Session, subscription: Subscription, now: float) -> li
         resets = start + timedelta(seconds=length)
         statuses.append(QuotaStatus(name, int(policy["calls"]), int(used or 0), resets))
     return statuses
+
+
+Period = Literal["hour", "day"]
+
+
+def usage_summary(
+    session: Session,
+    *,
+    since: datetime,
+    until: datetime,
+    period: Period = "day",
+    subscription_id: int | None = None,
+    api_id: int | None = None,
+    product_id: int | None = None,
+) -> list[dict[str, object]]:
+    """Calls per ``period`` (UTC buckets, oldest first) between ``since`` and ``until``, by status
+    class, for one subscription, API and/or product (every filter given must hold)."""
+    query = (
+        select(Usage.minute, Usage.status_class, func.sum(Usage.calls))
+        .where(Usage.minute >= since, Usage.minute < until)
+        .group_by(Usage.minute, Usage.status_class)
+    )
+    if subscription_id is not None:
+        query = query.where(Usage.subscription_id == subscription_id)
+    if api_id is not None:
+        query = query.where(Usage.api_id == api_id)
+    if product_id is not None:
+        query = query.where(
+            Usage.subscription_id.in_(
+                select(Subscription.id).where(Subscription.product_id == product_id)
+            )
+        )
+    buckets: dict[datetime, dict[str, int]] = {}
+    for minute, status_class, calls in session.execute(query):
+        start = minute.replace(minute=0, second=0, microsecond=0)
+        if period == "day":
+            start = start.replace(hour=0)
+        bucket = buckets.setdefault(start, {f"{c}xx": 0 for c in STATUS_CLASSES})
+        key = f"{status_class}xx"
+        if key in bucket:
+            bucket[key] += int(calls)
+    return [
+        {"start": start.isoformat() + "Z", "calls": sum(b.values()), "by_status": b}
+        for start, b in sorted(buckets.items())
+    ]

@@ -168,3 +168,19 @@ def set_password(session: Session, user: User, password: str) -> None:
     end_user_sessions(session, user.id)
     session.flush()
     record(session, "user", user.id, "set-password")
+
+
+def update_user(
+    session: Session, user: User, *, name: str | None = None, role: UserRole | None = None
+) -> None:
+    """Change a user's display name or role (an admin's own role stays: no lock-out)."""
+    before = user_view(user)
+    if name is not None:
+        user.name = name.strip()[:200]
+    if role is not None:
+        user.role = role
+    after = user_view(user)
+    if after == before:
+        return
+    session.flush()
+    record(session, "user", user.id, "update", before, after)
