@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
@@ -22,7 +23,14 @@ from tollway.config.export import dump_yaml, export_config
 from tollway.config.loader import ConfigError, load_config_file
 from tollway.crypto import SecretBox
 from tollway.db.migrate import upgrade
-from tollway.db.models import Subscription, SubscriptionState, User, UserRole, utcnow
+from tollway.db.models import (
+    AdminToken,
+    Subscription,
+    SubscriptionState,
+    User,
+    UserRole,
+    utcnow,
+)
 from tollway.db.session import make_engine, session_factory, transaction
 from tollway.errors import UserError
 from tollway.services import admin_tokens, audit, users
@@ -328,16 +336,18 @@ def token_create(
 def token_list() -> None:
     """List admin API tokens: name, prefix, access, state, expiry, last use."""
 
+    def line(token: AdminToken, now: datetime) -> str:
+        access = "read-only" if token.read_only else "read-write"
+        fields = [token.name, f"{token.prefix}…", access, admin_tokens.token_state(token, now)]
+        if token.expires_at is not None:
+            fields.append(f"expires {token.expires_at:%Y-%m-%d %H:%M}")
+        if token.last_used_at is not None:
+            fields.append(f"last used {token.last_used_at:%Y-%m-%d %H:%M}")
+        return "\t".join(fields)
+
     def work(session: Session) -> list[str]:
         now = utcnow()
-        return [
-            f"{t.name}\t{t.prefix}…\t{'read-only' if t.read_only else 'read-write'}\t"
-            f"{admin_tokens.token_state(t, now)}\t"
-            f"expires {t.expires_at:%Y-%m-%d %H:%M}"
-            * (t.expires_at is not None)
-            + f"\tlast used {t.last_used_at:%Y-%m-%d %H:%M}" * (t.last_used_at is not None)
-            for t in admin_tokens.list_tokens(session)
-        ]
+        return [line(token, now) for token in admin_tokens.list_tokens(session)]
 
     for line in run_in_transaction(load_settings(), work):
         typer.echo(line)
