@@ -336,7 +336,7 @@ def token_create(
 def token_list() -> None:
     """List admin API tokens: name, prefix, access, state, expiry, last use."""
 
-    def line(token: AdminToken, now: datetime) -> str:
+    def describe(token: AdminToken, now: datetime) -> str:
         access = "read-only" if token.read_only else "read-write"
         fields = [token.name, f"{token.prefix}…", access, admin_tokens.token_state(token, now)]
         if token.expires_at is not None:
@@ -347,7 +347,7 @@ def token_list() -> None:
 
     def work(session: Session) -> list[str]:
         now = utcnow()
-        return [line(token, now) for token in admin_tokens.list_tokens(session)]
+        return [describe(token, now) for token in admin_tokens.list_tokens(session)]
 
     for line in run_in_transaction(load_settings(), work):
         typer.echo(line)
