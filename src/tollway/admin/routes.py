@@ -58,7 +58,7 @@ IfMatch = Annotated[
 EntryName = Annotated[str, Path(pattern=NAME_PATTERN)]
 MAX_CONFIG_BYTES = 5 * 1024 * 1024
 
-router = APIRouter(prefix=PREFIX, responses=documented(401, 403, 422, 429))
+router = APIRouter(prefix=PREFIX, responses=documented(400, 401, 403, 422, 429))
 
 
 class Page(BaseModel):
@@ -219,67 +219,130 @@ class PolicyList(Strict):
     policies: Policies
 
 
-def _policy_routes(path: str, scope_of: Any, title: str) -> None:
-    @router.get(
-        path,
-        response_model=PolicyList,
-        summary=f"Read {title}",
-        tags=["policies"],
-        responses=documented(404),
+async def _read_policies(
+    request: Request, response: Response, who: Caller, scope: edit.Scope
+) -> PolicyList:
+    policies = await run(request, who, edit.get_policies, scope)
+    _tagged(response, edit.tag(policies))
+    return PolicyList(policies=policies)
+
+
+async def _write_policies(
+    request: Request,
+    response: Response,
+    who: Caller,
+    scope: edit.Scope,
+    body: PolicyList,
+    if_match: str | None,
+) -> PolicyList:
+    box = context(request).secret_box
+    stored = await run(
+        request, who, edit.put_policies, box, scope, body.policies, if_match=if_match
     )
-    async def get_policies(request: Request, response: Response, who: Caller = READ) -> PolicyList:
-        scope = scope_of(request)
-        policies = await run(request, who, edit.get_policies, scope)
-        _tagged(response, edit.tag(policies))
-        return PolicyList(policies=policies)
+    _tagged(response, edit.tag(stored))
+    return PolicyList(policies=stored)
+
+
+OperationIndex = Annotated[int, Path(ge=0, le=10_000, description="Place in the operations.")]
+
+
+@router.get(
+    "/policies",
+    summary="Read the global policies",
+    response_model=PolicyList,
+    tags=["policies"],
+)
+async def get_global_policies(
+    request: Request, response: Response, who: Caller = READ
+) -> PolicyList:
+    return await _read_policies(request, response, who, ("global", "", None))
+
+
+@router.put(
+    "/policies",
+    summary="Replace the global policies",
+    responses=documented(412),
+    response_model=PolicyList,
+    tags=["policies"],
+)
+async def put_global_policies(
+    request: Request,
+    response: Response,
+    body: PolicyList,
+    if_match: IfMatch = None,
+    who: Caller = WRITE,
+) -> PolicyList:
+    return await _write_policies(request, response, who, ("global", "", None), body, if_match)
+
+
+def _scoped_policy_routes(section: Literal["apis", "products"], path: str) -> None:
+    @router.get(
+        f"/{path}/{{name}}/policies",
+        summary=f"Read a {ENTITY_TITLE[section]}'s policies",
+        responses=documented(404),
+        response_model=PolicyList,
+        tags=["policies"],
+    )
+    async def get_policies(
+        request: Request, response: Response, name: EntryName, who: Caller = READ
+    ) -> PolicyList:
+        return await _read_policies(request, response, who, (section, name, None))
 
     @router.put(
-        path,
-        response_model=PolicyList,
-        summary=f"Replace {title}",
-        tags=["policies"],
+        f"/{path}/{{name}}/policies",
+        summary=f"Replace a {ENTITY_TITLE[section]}'s policies",
         responses=documented(404, 412),
+        response_model=PolicyList,
+        tags=["policies"],
     )
     async def put_policies(
         request: Request,
         response: Response,
+        name: EntryName,
         body: PolicyList,
         if_match: IfMatch = None,
         who: Caller = WRITE,
     ) -> PolicyList:
-        scope = scope_of(request)
-        box = context(request).secret_box
-        stored = await run(
-            request, who, edit.put_policies, box, scope, body.policies, if_match=if_match
-        )
-        _tagged(response, edit.tag(stored))
-        return PolicyList(policies=stored)
+        scope: edit.Scope = (section, name, None)
+        return await _write_policies(request, response, who, scope, body, if_match)
 
 
-def _name(request: Request) -> str:
-    name = str(request.path_params["name"])
-    if len(name) > 100:
-        raise Problem(INVALID, "name: at most 100 characters", errors=[{"field": "name"}])
-    return name
+ENTITY_TITLE = {"apis": "API", "products": "product"}
+_scoped_policy_routes("apis", "apis")
+_scoped_policy_routes("products", "products")
 
 
-_policy_routes("/policies", lambda r: ("global", "", None), "the global policies")
-_policy_routes(
-    "/products/{name}/policies", lambda r: ("products", _name(r), None), "a product's policies"
-)
-_policy_routes("/apis/{name}/policies", lambda r: ("apis", _name(r), None), "an API's policies")
-_policy_routes(
+@router.get(
     "/apis/{name}/operations/{index}/policies",
-    lambda r: ("apis", _name(r), _index(r)),
-    "an operation's policies (index: its place in the API's operations)",
+    summary="Read an operation's policies (index: its place in the API's operations)",
+    responses=documented(404),
+    response_model=PolicyList,
+    tags=["policies"],
 )
+async def get_operation_policies(
+    request: Request, response: Response, name: EntryName, index: OperationIndex, who: Caller = READ
+) -> PolicyList:
+    return await _read_policies(request, response, who, ("apis", name, index))
 
 
-def _index(request: Request) -> int:
-    text = str(request.path_params["index"])
-    if not text.isdigit() or len(text) > 6:
-        raise Problem(INVALID, "index: a whole number from 0", errors=[{"field": "index"}])
-    return int(text)
+@router.put(
+    "/apis/{name}/operations/{index}/policies",
+    summary="Replace an operation's policies",
+    responses=documented(404, 412),
+    response_model=PolicyList,
+    tags=["policies"],
+)
+async def put_operation_policies(
+    request: Request,
+    response: Response,
+    name: EntryName,
+    index: OperationIndex,
+    body: PolicyList,
+    if_match: IfMatch = None,
+    who: Caller = WRITE,
+) -> PolicyList:
+    scope: edit.Scope = ("apis", name, index)
+    return await _write_policies(request, response, who, scope, body, if_match)
 
 
 # users ------------------------------------------------------------------------------------------
