@@ -58,6 +58,9 @@ def _routes() -> list[Route | Mount]:
         Route(f"{SUB}/usage.svg", usage.usage_chart),
         Route("/admin", admin.overview),
         Route(f"/admin{SUB}", admin.change_subscription, methods=["POST"]),
+        Route(f"/admin{SUB}/regenerate", admin.regenerate_key, methods=["POST"]),
+        Route("/admin/config", admin.configuration),
+        Route("/admin/audit", admin.audit_log),
         Route("/admin/users/{user_id:int}", admin.change_user, methods=["POST"]),
         Route(
             "/admin/users/{user_id:int}/sessions/end",
