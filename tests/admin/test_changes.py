@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 from sqlalchemy import func, select
 
@@ -46,20 +45,18 @@ BROKEN: list[tuple[str, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("content_type", "document", "named"), BROKEN)
-def test_a_broken_config_document_changes_nothing(
-    admin: Admin, content_type: str, document: str, named: str
-) -> None:
+def test_a_broken_config_document_changes_nothing(admin: Admin) -> None:
     with admin.client(admin.write) as client:
         before = client.get("/config")
         log, audit = change_log_size(admin), admin.last_audit_id()
-        answer = client.put(
-            "/config?prune=true", content=document, headers={"content-type": content_type}
-        )
+        for content_type, document, named in BROKEN:
+            answer = client.put(
+                "/config?prune=true", content=document, headers={"content-type": content_type}
+            )
+            assert answer.status_code == 422, answer.text
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert named in answer.json()["detail"]
         after = client.get("/config")
-    assert answer.status_code == 422, answer.text
-    assert answer.headers["content-type"] == "application/problem+json"
-    assert named in answer.json()["detail"]
     assert after.json() == before.json() and after.headers["etag"] == before.headers["etag"]
     assert (change_log_size(admin), admin.last_audit_id()) == (log, audit)
 

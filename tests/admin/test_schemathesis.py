@@ -67,7 +67,7 @@ def _remove_store() -> Iterator[None]:
 
 @schema.parametrize()
 @hypothesis.settings(
-    max_examples=8,
+    max_examples=5,
     deadline=None,
     database=None,
     suppress_health_check=list(hypothesis.HealthCheck),
