@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -113,6 +115,27 @@ def test_two_admins_with_the_same_etag_one_wins_one_gets_412(admin: Admin) -> No
         assert second.get("/products/gold").json()["title"] == "Gold (first)"
         deleted = second.delete("/products/gold", headers={"if-match": read_second.headers["etag"]})
         assert deleted.status_code == 412
+
+
+def test_racing_writers_with_one_etag_exactly_one_wins(admin: Admin) -> None:
+    with admin.client(admin.write) as client:
+        read = client.get("/products/gold")
+    product = {k: v for k, v in read.json().items() if k not in ("name", "version")}
+    start = threading.Barrier(3)
+
+    def put(title: str) -> int:
+        with admin.client(admin.write) as client:
+            start.wait(timeout=30)
+            return client.put(
+                "/products/gold",
+                json={**product, "title": title},
+                headers={"if-match": read.headers["etag"]},
+            ).status_code
+
+    with ThreadPoolExecutor(3) as pool:
+        statuses = sorted(pool.map(put, ["one", "two", "three"]))
+    assert statuses == [200, 412, 412]
+    assert len([r for r in admin.audit(entity="product", action="update")]) == 1
 
 
 SECRET_VALUE = "n0t-for-the-log-4711"

@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tollway.config.apply import MASKED, Plan, apply_in_session
@@ -85,6 +85,20 @@ def check_match(if_match: str | None, current: str | None) -> None:
         )
 
 
+def _pinned(session: Session, section: str, name: str, if_match: str | None) -> Any:
+    """The entry's row, checked against ``If-Match``; the caller holds it for the whole edit.
+
+    Held, the row keeps the version seen here in the session (rows nobody references may be
+    dropped and re-read later, newer): the apply's ``UPDATE ... WHERE version = <this one>``
+    then fails (412) if another transaction changed the entry since, even between this check
+    and the write.
+    """
+    model = MODELS[section]
+    row = session.scalar(select(model).where(model.name == name))
+    check_match(if_match, tag(row.version) if row is not None else None)
+    return row
+
+
 def get_entry(session: Session, section: str, name: str) -> dict[str, Any]:
     document = stored_document(session)
     if name not in document[section]:
@@ -115,6 +129,7 @@ def put_entry(
     if_match: str | None = None,
 ) -> dict[str, Any]:
     """Create (``create``) or replace the entry ``name`` of ``section``; the new view."""
+    held = _pinned(session, section, name, if_match)
     document = stored_document(session)
     entries = document[section]
     before = entries.get(name)
@@ -122,8 +137,6 @@ def put_entry(
         raise Conflict(f"a {ENTITY[section]} named {name!r} already exists")
     if not create and before is None:
         raise NotFound(f"no {ENTITY[section]} named {name!r}")
-    version = version_of(session, section, name)
-    check_match(if_match, tag(version) if version is not None else None)
     if section == "apis":
         _check_path_free(document, name, spec)
     entries[name] = spec
@@ -137,6 +150,7 @@ def put_entry(
         view(section, name, before) if before is not None else None,
         view(section, name, after),
     )
+    del held
     return view(section, name, after)
 
 
@@ -161,12 +175,20 @@ def delete_entry(
     session: Session, box: SecretBox, section: str, name: str, *, if_match: str | None = None
 ) -> None:
     """Delete the entry ``name``; 409 while something still uses it."""
+    held = _pinned(session, section, name, if_match)
     document = stored_document(session)
     before = document[section].get(name)
-    if before is None:
+    if before is None or held is None:
         raise NotFound(f"no {ENTITY[section]} named {name!r}")
-    version = version_of(session, section, name)
-    check_match(if_match, tag(version) if version is not None else None)
+    model = MODELS[section]
+    claimed = session.execute(  # the row, as read: nobody changed it since (else 412)
+        update(model)
+        .where(model.id == held.id, model.version == held.version)
+        .values(version=held.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if not getattr(claimed, "rowcount", 0):
+        raise PreconditionFailed(f"{ENTITY[section]} {name!r} changed while you deleted it")
     users = _users_of(document, section, name)
     if users:
         raise Conflict(f"{ENTITY[section]} {name!r} is used by {', '.join(users)}")
@@ -218,10 +240,11 @@ def put_policies(
     if_match: str | None = None,
 ) -> list[Any]:
     """Replace the policy list at ``scope``; the stored list."""
+    section, name, index = scope
+    held = None if section == "global" else _pinned(session, section, name, None)
     document = stored_document(session)
     before = _policies_at(document, scope)
     check_match(if_match, tag(before))
-    section, name, index = scope
     if section == "global":
         document["policies"] = policies
     elif index is None:
@@ -233,4 +256,5 @@ def put_policies(
     where = "global" if section == "global" else f"{ENTITY[section]}:{name}"
     where += "" if index is None else f":operation[{index}]"
     record(session, "policies", where, "update", {"policies": before}, {"policies": after})
+    del held
     return after
