@@ -22,7 +22,7 @@ from tollway.db.session import transaction
 from tollway.services import users
 from tollway.services.passwords import hash_password
 
-from .conftest import Admin
+from .conftest import API, Admin
 
 __all__ = ["cheap_argon2"]  # (the portal's cheap argon2id, for the sign-ins below)
 
@@ -261,3 +261,32 @@ def test_portal_changes_are_audited_with_the_signed_in_user(admin: Admin) -> Non
         rest = client.get("/audit", params={"limit": 500, "cursor": first["next_cursor"]}).json()
         ids = [item["id"] for item in first["items"] + rest["items"]]
         assert ids == sorted(ids, reverse=True) and len(ids) == len(admin.audit())
+
+
+def test_portal_admins_use_the_api_with_their_session_and_csrf_token(admin: Admin) -> None:
+    with transaction(admin.sessions) as session:
+        for email, role in (("boss@example.com", UserRole.admin), ("dev2@example.com", None)):
+            users.create_user(
+                session,
+                email,
+                role=role or UserRole.developer,
+                password_hash=hash_password(PASSWORD),
+            )
+    bridge = "/portal/admin/api/v1"
+    with httpx.Client(base_url=admin.base) as anonymous:
+        assert anonymous.get(f"{bridge}/apis").status_code == 401
+    with signed_in(admin.base, "dev2@example.com") as developer:
+        assert developer.get(f"{bridge}/apis").status_code == 403
+        assert developer.get(f"{API}/apis").status_code == 401  # the cookie is not sent there
+    with signed_in(admin.base, "boss@example.com") as boss:
+        listed = boss.get(f"{bridge}/apis")
+        assert listed.status_code == 200 and listed.json()["items"]
+        new_user = {"email": "partner@example.com"}
+        forged = boss.post(f"{bridge}/users", json=new_user)  # what another site could send
+        assert forged.status_code == 403
+        assert forged.json()["type"] == "/-/problems/portal-csrf"
+        token = csrf_of(boss.get("/portal/admin"))
+        made = boss.post(f"{bridge}/users", json=new_user, headers={"x-csrf-token": token})
+        assert made.status_code == 201, made.text
+    (row,) = admin.audit(entity="user", action="create", entity_id=str(made.json()["id"]))
+    assert (row.actor, row.address) == ("user:boss@example.com", "127.0.0.1")

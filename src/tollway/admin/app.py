@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from tollway.admin.errors import FORBIDDEN, TOO_MANY, UNAUTHORIZED, Problem
 from tollway.crypto import SecretBox
 from tollway.db.session import transaction
+from tollway.portal.api_bridge import PORTAL_ADMIN
 from tollway.portal.edge import through_proxies
 from tollway.portal.limits import AttemptLimiter
 from tollway.proxies import ProxyTrust
@@ -83,7 +84,12 @@ def _address(request: Request) -> str:
 
 
 async def caller(request: Request) -> Caller:
-    """The token's holder; 401 without a live token, 429 after too many failed attempts."""
+    """The token's holder (or the portal admin the portal let through, with their session);
+    401 without a live token, 429 after too many failed attempts."""
+    bridged = request.scope.get(PORTAL_ADMIN)
+    if bridged is not None:
+        email, address = bridged
+        return Caller(Actor.user(email, address), read_only=False)
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

@@ -46,12 +46,16 @@ def create_gateway(
     gateway = Gateway(settings, engine=engine, clock=clock)
     gateway.mount("/docs", create_docs_app(lambda: gateway.state))
     gateway.mount("/-", create_internal_app(lambda: readiness(gateway)))
+    admin_api = create_admin_api(settings, gateway.sessions, counters=gateway.counters, clock=clock)
+    gateway.mount("/admin", admin_api)
     gateway.mount(
         "/portal",
-        create_portal(settings, gateway.sessions, counters=gateway.counters, clock=clock),
-    )
-    gateway.mount(
-        "/admin",
-        create_admin_api(settings, gateway.sessions, counters=gateway.counters, clock=clock),
+        create_portal(
+            settings,
+            gateway.sessions,
+            counters=gateway.counters,
+            clock=clock,
+            admin_api=admin_api,
+        ),
     )
     return gateway
