@@ -173,7 +173,7 @@ def set_password(session: Session, user: User, password: str) -> None:
 def update_user(
     session: Session, user: User, *, name: str | None = None, role: UserRole | None = None
 ) -> None:
-    """Change a user's display name or role (an admin's own role stays: no lock-out)."""
+    """Change a user's display name or role (one audit row for what changed)."""
     before = user_view(user)
     if name is not None:
         user.name = name.strip()[:200]
