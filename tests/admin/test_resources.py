@@ -101,14 +101,15 @@ def test_usage_per_subscription_api_product_and_period(admin: Admin) -> None:
             )
     assert names["name"] == "names"
     with admin.client(admin.read) as client:
-        daily = client.get("/usage", params={"subscription": made["id"]}).json()
-        assert daily["total"] == 6 and daily["period"] == "day"
-        hourly = client.get("/usage", params={"product": "starter", "period": "hour"}).json()
-        assert sum(b["calls"] for b in hourly["buckets"]) == 6 and len(hourly["buckets"]) >= 2
-        by_api = client.get("/usage", params={"api": "names", "since": "1h"}).json()
-        assert by_api["total"] == 3 and by_api["buckets"][0]["by_status"]["2xx"] == 3
-        assert client.get("/usage", params={"api": "nope"}).status_code == 422
-        assert client.get("/usage", params={"since": "soon"}).status_code == 422
+        daily = client.get("/usage", params={"subscription": made["id"], "period": "30d"}).json()
+        assert daily["total"]["calls"] == 6 and daily["step"] == "day"
+        assert daily["total"]["by_status"] == {"1xx": 0, "2xx": 5, "3xx": 0, "4xx": 1, "5xx": 0}
+        hourly = client.get("/usage", params={"product": "starter", "period": "24h"}).json()
+        assert sum(b["calls"] for b in hourly["buckets"]) == 6 and len(hourly["buckets"]) == 24
+        by_api = client.get("/usage", params={"api": "names", "period": "1h"}).json()
+        assert by_api["total"]["calls"] == 3 and by_api["total"]["error_rate"] == 0
+        assert client.get("/usage", params={"api": "nope"}).status_code == 404
+        assert client.get("/usage", params={"period": "soon"}).status_code == 422
         assert client.get("/usage", params={"subscription": 999}).status_code == 404
 
 

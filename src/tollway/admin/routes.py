@@ -9,7 +9,7 @@ config-entry routes are made in a loop with the spec class as a variable.)
 import base64
 import binascii
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -34,7 +34,6 @@ from tollway.config.model import (
 )
 from tollway.crypto import SecretBox
 from tollway.db.models import (
-    Api,
     Product,
     Subscription,
     SubscriptionState,
@@ -633,47 +632,50 @@ Moment = Annotated[
 ]
 
 
+def _stats(stats: usage.Stats) -> dict[str, Any]:
+    return {
+        "calls": stats.calls,
+        "by_status": {f"{c}xx": stats.of_class(c) for c in usage.STATUS_CLASSES},
+        "error_rate": stats.error_rate,
+        "mean_ms": stats.mean_ms,
+        "p50_ms": stats.p50,
+        "p95_ms": stats.p95,
+        "p99_ms": stats.p99,
+        "bytes_in": stats.bytes_in,
+        "bytes_out": stats.bytes_out,
+    }
+
+
 @router.get("/usage", tags=["usage"], responses=documented(404))
 async def get_usage(
     request: Request,
     subscription: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     api: Annotated[str | None, Query(max_length=100, description="API name.")] = None,
     product: Annotated[str | None, Query(max_length=100, description="Product name.")] = None,
-    period: Literal["hour", "day"] = "day",
-    since: Moment = None,
-    until: Moment = None,
+    period: Literal["1h", "24h", "7d", "30d"] = "24h",
     who: Caller = READ,
 ) -> dict[str, Any]:
-    """Calls per hour or day, by status class: for a subscription, an API and/or a product."""
+    """Calls, errors and latency per step of ``period`` (1h per minute, 24h per hour, 7d per
+    6 hours, 30d per day; UTC), for a subscription, an API and/or a product (the portal's
+    analytics, as data)."""
     now = context(request).now()
-    start = _moment(since, now, "since") or now - timedelta(days=1 if period == "hour" else 30)
-    end = _moment(until, now, "until") or now + timedelta(minutes=1)
 
     def work(session: Session) -> dict[str, Any]:
-        api_id = product_id = None
         if subscription is not None:
             subscriptions.get_subscription(session, subscription)
-        if api is not None:
-            api_id = session.scalar(select(Api.id).where(Api.name == api))
-            if api_id is None:
-                raise Problem(INVALID, f"api: no api named {api!r}", errors=[{"field": "api"}])
-        if product is not None:
-            product_id = subscriptions.get_product(session, product).id
-        buckets = usage.usage_summary(
-            session,
-            since=start,
-            until=end,
-            period=period,
-            subscription_id=subscription,
-            api_id=api_id,
-            product_id=product_id,
-        )
+        api_id = usage.api_named(session, api).id if api is not None else None
+        product_id = usage.product_named(session, product).id if product is not None else None
+        scope = usage.Scope(subscription_id=subscription, api_id=api_id, product_id=product_id)
+        chosen = usage.period_named(period)
+        report = usage.usage_report(session, scope, chosen, now, breakdowns=())
         return {
-            "period": period,
-            "since": start.isoformat() + "Z",
-            "until": end.isoformat() + "Z",
-            "total": sum(int(b["calls"]) for b in buckets),  # type: ignore[call-overload]
-            "buckets": buckets,
+            "period": chosen.name,
+            "step": chosen.step_name,
+            "total": _stats(report.total),
+            "buckets": [
+                {"start": start.isoformat() + "Z", **_stats(stats)}
+                for start, stats in zip(report.starts, report.timeline, strict=True)
+            ],
         }
 
     return await run(request, who, work)

@@ -25,6 +25,7 @@ from tollway.db.session import make_engine, session_factory
 from tollway.gateway.exchange.hosting import take_over_host
 from tollway.gateway.exchange.policed import PolicedExchange, body_too_large, send_preflight
 from tollway.gateway.exchange.policing import Pending, Policing, Preflight
+from tollway.gateway.exchange.websocket import serve_websocket
 from tollway.gateway.recording import accesslog
 from tollway.gateway.recording.usage import UsageBuffer, write_usage
 from tollway.gateway.snapshot.refresh import StateLoader
@@ -142,7 +143,7 @@ class Gateway:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1003})
+            await serve_websocket(self, scope, receive, send)  # (gateway/exchange/websocket.py)
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path") or quote(scope["path"]).encode()

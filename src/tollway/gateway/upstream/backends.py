@@ -304,6 +304,12 @@ class AppBackend:
         if self._lifespan is not None:
             await self._lifespan.shutdown()
 
+    def lifespan_state(self) -> dict[str, object] | None:
+        """A copy of the state the app's lifespan set up, for a request's scope."""
+        if self._lifespan is None or self._lifespan.state is None:
+            return None
+        return dict(self._lifespan.state)
+
     async def forward(
         self, request: UpstreamRequest, receive: Receive, send: Send
     ) -> ForwardResult:
@@ -328,8 +334,8 @@ class AppBackend:
             "server": client_scope.get("server"),
             "extensions": {},
         }
-        if self._lifespan is not None and self._lifespan.state is not None:
-            scope["state"] = dict(self._lifespan.state)
+        if (state := self.lifespan_state()) is not None:
+            scope["state"] = state
         result = ForwardResult(0, 0, 0)
         started = False
         deadline: asyncio.Timeout | None = None
