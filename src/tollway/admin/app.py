@@ -39,6 +39,7 @@ class AdminContext:
     limiter: AttemptLimiter
     trust: ProxyTrust
     clock: Callable[[], float]
+    retry_after: int  # seconds a client refused for too many wrong tokens is told to wait
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC).replace(tzinfo=None)
@@ -98,7 +99,7 @@ async def caller(request: Request) -> Caller:
     address = _address(request)
     charge = await ctx.limiter.attempt(address)
     if charge is None:
-        raise Problem(TOO_MANY, headers={"retry-after": str(int(charge_window(ctx)))})
+        raise Problem(TOO_MANY, headers={"retry-after": str(ctx.retry_after)})
     now = ctx.now()
     found = await run(request, None, authenticate_token, token.strip(), now)
     if found is None:
@@ -109,10 +110,6 @@ async def caller(request: Request) -> Caller:
         )
     await ctx.limiter.forgive(charge)
     return Caller(Actor.token(found.name, address), found.read_only)
-
-
-def charge_window(ctx: AdminContext) -> float:
-    return float(getattr(ctx.limiter, "window", 60))
 
 
 async def reader(who: Caller = Depends(caller)) -> Caller:  # noqa: B008

@@ -51,6 +51,7 @@ def create_admin_api(
         ),
         trust=ProxyTrust(settings.trusted_proxies),
         clock=clock,
+        retry_after=max(1, round(config.signin_window)),
     )
     install_handlers(app)
     app.include_router(router)

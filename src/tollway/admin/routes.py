@@ -23,7 +23,7 @@ from tollway.admin.errors import INVALID, Problem, documented
 from tollway.config import edit
 from tollway.config.apply import apply_in_session
 from tollway.config.export import export_config, export_document
-from tollway.config.loader import ConfigError, load_config
+from tollway.config.loader import load_config
 from tollway.config.model import (
     NAME_PATTERN,
     ApiSpec,
@@ -800,9 +800,6 @@ async def put_config(
         plan = apply_in_session(session, config, prune=prune, dry_run=dry_run, secret_box=box)
         return plan.lines(), not plan.empty, edit.tag(_document(session))
 
-    try:
-        lines, changed, etag = await run(request, who, work)
-    except ConfigError:
-        raise
+    lines, changed, etag = await run(request, who, work)
     _tagged(response, etag)
     return ApplyResult(dry_run=dry_run, changed=changed and not dry_run, plan=lines)
