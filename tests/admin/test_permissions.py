@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from .conftest import Admin
@@ -88,6 +89,11 @@ def test_the_openapi_document_is_public_and_lists_every_resource(admin: Admin) -
     for path in ("policies", "usage", "audit", "config"):
         assert f"/admin/api/v1/{path}" in paths
     assert "/admin/api/v1/subscriptions/{subscription_id}/keys/{slot}/regenerate" in paths
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    catalogue = httpx.get(f"{admin.base}/docs/")
+    assert 'href="/docs/-/admin"' in catalogue.text
+    swagger = httpx.get(f"{admin.base}/docs/-/admin")
+    assert 'data-openapi-url="/admin/api/v1/openapi.json"' in swagger.text
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

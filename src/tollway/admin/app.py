@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -84,7 +85,17 @@ def _address(request: Request) -> str:
     return str(client[0]) if client else ""
 
 
-async def caller(request: Request) -> Caller:
+BEARER = HTTPBearer(
+    auto_error=False,
+    bearerFormat="twa_ admin token",
+    description="An admin token from `tollway token create NAME [--read-only]`.",
+)
+
+
+async def caller(
+    request: Request,
+    _documented: HTTPAuthorizationCredentials | None = Depends(BEARER),  # noqa: B008
+) -> Caller:
     """The token's holder (or the portal admin the portal let through, with their session);
     401 without a live token, 429 after too many failed attempts."""
     bridged = request.scope.get(PORTAL_ADMIN)
