@@ -52,6 +52,7 @@ def call(admin: Admin, who: str, method: str, path: str, body: Any) -> int:
         return client.request(method, path, json=body).status_code
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (no SQL of its own)
 def test_without_a_live_token_no_route_answers_and_read_only_only_reads(admin: Admin) -> None:
     before = admin.last_audit_id()
     for who in ("none", "revoked", "expired", "developer-session"):
