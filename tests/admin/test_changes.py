@@ -257,6 +257,8 @@ def test_portal_changes_are_audited_with_the_signed_in_user(admin: Admin) -> Non
     with admin.client(admin.read) as client:
         listed = client.get("/audit", params={"actor": "user:boss@example.com"}).json()
         assert [item["action"] for item in listed["items"]] == ["approve"]
+        wrong = client.get("/audit", params={"since": "yesterday"})
+        assert wrong.status_code == 422 and wrong.json()["errors"] == [{"field": "since"}]
         first = client.get("/audit", params={"limit": 2, "since": "1h"}).json()
         rest = client.get("/audit", params={"limit": 500, "cursor": first["next_cursor"]}).json()
         ids = [item["id"] for item in first["items"] + rest["items"]]

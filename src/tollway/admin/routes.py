@@ -41,7 +41,7 @@ from tollway.db.models import (
     UserRole,
     UserState,
 )
-from tollway.errors import Conflict
+from tollway.errors import Conflict, UserError
 from tollway.services import audit, subscriptions, usage, users
 
 READ = Depends(reader)
@@ -622,7 +622,7 @@ def _moment(text: str | None, now: datetime, field: str) -> datetime | None:
         return None
     try:
         return audit.parse_since(text, now)
-    except ValueError as exc:
+    except UserError as exc:
         raise Problem(INVALID, f"{field}: {exc}", errors=[{"field": field}]) from None
 
 
