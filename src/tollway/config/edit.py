@@ -21,7 +21,15 @@ from tollway.config.apply import MASKED, Plan, apply_in_session
 from tollway.config.export import export_config
 from tollway.config.loader import validate_config
 from tollway.crypto import SecretBox
-from tollway.db.models import Api, Backend, NamedValue, Product, Subscription
+from tollway.db.models import (
+    GLOBAL_POLICIES,
+    Api,
+    Backend,
+    GatewaySetting,
+    NamedValue,
+    Product,
+    Subscription,
+)
 from tollway.errors import Conflict, NotFound
 from tollway.services.audit import record
 
@@ -241,7 +249,10 @@ def put_policies(
 ) -> list[Any]:
     """Replace the policy list at ``scope``; the stored list."""
     section, name, index = scope
-    held = None if section == "global" else _pinned(session, section, name, None)
+    if section == "global":  # (held like an entry's row; None until the first global policy)
+        held = session.get(GatewaySetting, GLOBAL_POLICIES)
+    else:
+        held = _pinned(session, section, name, None)
     document = stored_document(session)
     before = _policies_at(document, scope)
     check_match(if_match, tag(before))

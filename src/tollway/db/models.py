@@ -139,7 +139,7 @@ GLOBAL_POLICIES = "global_policies"
 """The :class:`GatewaySetting` row holding the policy list that applies to every API."""
 
 
-class GatewaySetting(Base):
+class GatewaySetting(Versioned, Base):
     """Gateway-wide configuration documents, such as the global policy list."""
 
     __tablename__ = "gateway_settings"

@@ -18,7 +18,15 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-VERSIONED = ("backends", "named_values", "apis", "products", "users", "subscriptions")
+VERSIONED = (
+    "backends",
+    "named_values",
+    "apis",
+    "products",
+    "users",
+    "subscriptions",
+    "gateway_settings",
+)
 
 
 def upgrade() -> None:
