@@ -134,5 +134,13 @@ def test_config_entries_conflicts_and_scoped_policies(admin: Admin) -> None:
         assert stale.status_code == 412
         missing = client.put("/apis/ghost", json={"path": "/ghost", "backend": "echo"})
         assert missing.status_code == 404
+        gold = client.get("/products/gold")
+        relinked = client.put(
+            "/products/gold",
+            json={"apis": ["echo", "names"], "approval_required": True, "title": "Gold"},
+            headers={"if-match": gold.headers["etag"]},
+        )
+        assert relinked.json()["apis"] == ["echo", "names"]
+        assert relinked.headers["etag"] != gold.headers["etag"]  # only its links changed
         moved = client.put("/apis/hidden", json={"path": "/names", "backend": "echo"})
         assert moved.status_code == 409 and "already used by api 'names'" in moved.text

@@ -29,6 +29,7 @@ from tollway.db.models import (
     NamedValue,
     Product,
     Subscription,
+    utcnow,
 )
 from tollway.errors import Conflict, NotFound
 from tollway.services.audit import record
@@ -148,8 +149,14 @@ def put_entry(
     if section == "apis":
         _check_path_free(document, name, spec)
     entries[name] = spec
+    version = held.version if held is not None else None
     _apply(session, document, box)
     after = stored_document(session)[section][name]
+    if held is not None and after != before and held.version == version:
+        # a change outside the row itself (a product's API list): a new version all the same,
+        # written with the same version check as any update
+        held.updated_at = utcnow()
+        session.flush()
     record(
         session,
         ENTITY[section],
