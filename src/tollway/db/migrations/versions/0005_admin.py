@@ -1,11 +1,8 @@
 """admin: API tokens, the audit log, and a version on every entity the admin API edits
 
 Revision ID: 0005
-Revises: 0006
+Revises: 0004
 Create Date: 2026-12-02 12:00:00
-
-Made alongside 0006 (usage analytics), both from 0004; it follows 0006 so that the chain has
-one head and databases already at 0006 take it as their next step.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0006"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
