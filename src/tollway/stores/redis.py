@@ -13,11 +13,17 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from tollway.stores import redis_url
 from tollway.stores.base import (
     CachedResponse,
     LimitCheck,
@@ -69,17 +75,52 @@ return counts
 """
 
 
-def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
-    """A client whose pool waits for a free connection instead of failing under bursts."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=2.0,
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
-        health_check_interval=10,
-    )
-    return aioredis.Redis(connection_pool=pool)
+CLUSTER_TAG = "{tw}"
+"""Prefix of every counter key on Redis Cluster: the hash tag puts them all in one slot, so the
+check script may touch any of them in one call (see docs/policies.md, "Redis Cluster")."""
+
+Client = aioredis.Redis | RedisCluster
+
+
+@dataclass(slots=True)
+class Connected:
+    """What :func:`connect` opened: redis-py's client, the lean client for the hot path when
+    the URL allows it, and the prefix of counter keys."""
+
+    client: Client
+    lean: RespClient | None = None
+    tag: str = ""
+    sentinel: Sentinel | None = None  # (its connections to the sentinels, closed with the rest)
+
+
+def connect(url: str, max_connections: int = 64) -> Connected:
+    """The clients for ``url`` (any form of :mod:`tollway.stores.redis_url`). Nothing is
+    contacted yet; a bad URL raises ValueError saying what to fix."""
+    target = redis_url.parse(url)
+    timeouts: dict[str, Any] = {
+        "socket_timeout": 1.0,
+        "socket_connect_timeout": 1.0,
+        "health_check_interval": 10,
+    }
+    if target.mode == "single":
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=2.0, **timeouts
+        )
+        lean = RespClient(url) if url.startswith("redis://") else None  # (TLS, sockets: redis-py)
+        return Connected(aioredis.Redis(connection_pool=pool), lean)
+    # One quick retry: on Sentinel it asks for the master again, on a Cluster for its map.
+    common = {**timeouts, **target.auth, **target.ssl, "retry": Retry(NoBackoff(), 1)}
+    if target.mode == "sentinel":
+        sentinels = Sentinel(  # type: ignore[no-untyped-call]
+            target.nodes,
+            sentinel_kwargs={**timeouts, **target.ssl, **target.sentinel_auth},
+            **common,
+        )
+        master = sentinels.master_for(target.service, db=target.db)
+        return Connected(master, sentinel=sentinels)
+    nodes = [ClusterNode(host, port) for host, port in target.nodes]
+    cluster = RedisCluster(startup_nodes=nodes, max_connections=max_connections, **common)
+    return Connected(cluster, tag=CLUSTER_TAG)
 
 
 class _Breaker:
@@ -120,22 +161,24 @@ class RedisCounterStore:
 
     is_shared = True
 
-    def __init__(self, client: aioredis.Redis, resp: RespClient | None = None) -> None:
-        self.client = client
-        self.resp = resp
-        self.script = client.register_script(CHECK_SCRIPT)
+    def __init__(self, connected: Connected) -> None:
+        self.connected = connected
+        self.client = connected.client
+        self.resp = connected.lean
+        self.tag = connected.tag  # every counter key starts with it
+        self.script = self.client.register_script(CHECK_SCRIPT)
         self.breaker = _Breaker()
 
     def check_now(self, checks: Sequence[LimitCheck]) -> None:
         return None  # always a round trip
 
-    @staticmethod
-    def script_arguments(checks: Sequence[LimitCheck]) -> list[Any]:
+    def script_arguments(self, checks: Sequence[LimitCheck]) -> list[Any]:
         """``numkeys, *keys, *args`` for the check script."""
         keys: list[Any] = []
         args: list[Any] = []
+        tag = self.tag
         for check in checks:
-            keys += (f"{check.key}:{check.index}", f"{check.key}:{check.index - 1}")
+            keys += (f"{tag}{check.key}:{check.index}", f"{tag}{check.key}:{check.index - 1}")
             weight = max(0.0, 1.0 - check.elapsed / check.window) if check.sliding else 0.0
             args += (check.limit, 1 if check.sliding else 0, weight, check.cost, check.ttl)
         return [len(keys), *keys, *args]
@@ -174,7 +217,7 @@ class RedisCounterStore:
 
     async def add(self, key: str, index: int, amount: int, ttl: int) -> None:
         self.breaker.guard()
-        slot = f"{key}:{index}"
+        slot = f"{self.tag}{key}:{index}"
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.incrby(slot, amount)
@@ -187,7 +230,7 @@ class RedisCounterStore:
     async def clear(self, key: str, indexes: Sequence[int]) -> None:
         self.breaker.guard()
         try:
-            await self.client.delete(*(f"{key}:{index}" for index in indexes))
+            await self.client.delete(*(f"{self.tag}{key}:{index}" for index in indexes))
         except (RedisError, OSError) as exc:
             raise self.breaker.failed(exc) from None
         self.breaker.ok()
@@ -195,7 +238,13 @@ class RedisCounterStore:
     async def aclose(self) -> None:
         if self.resp is not None:
             self.resp.close()
-        await self.client.aclose(close_connection_pool=True)
+        if isinstance(self.client, RedisCluster):
+            await self.client.aclose()
+        else:
+            await self.client.aclose(close_connection_pool=True)
+        if self.connected.sentinel is not None:
+            for sentinel in self.connected.sentinel.sentinels:
+                await sentinel.aclose()
 
 
 class RedisCacheStore:
@@ -203,7 +252,7 @@ class RedisCacheStore:
 
     PREFIX = "tollway:cache:"
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
         self.breaker = _Breaker()
 
