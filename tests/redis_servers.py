@@ -1,0 +1,287 @@
+"""redis-server processes of a test's own on free loopback ports: a plain one, one over TLS, a
+Sentinel group, a Cluster. Each lives in its own temporary directory (its log is there, shown
+when it fails to start) and is killed by whoever started it; killing harms nobody else.
+
+Waiting is always a poll with a deadline (:func:`until`), never a sleep that hopes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+
+from .conftest import require_tool
+from .servers import free_port
+
+T = TypeVar("T")
+SERVICE = "tollway-master"  # the master name the Sentinel group watches
+
+
+def until(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
+    """``probe()``'s first answer that is not None (errors count as None), within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = probe()
+        except (redis.RedisError, OSError):
+            found = None
+        if found is not None and found is not False:
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        time.sleep(0.05)
+
+
+@dataclass
+class TlsFiles:
+    """A test CA and the certificates it signed (``trustme``): the server's, for 127.0.0.1,
+    and a client certificate for servers that ask for one."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> TlsFiles:
+        import trustme
+
+        authority = trustme.CA()
+        server = authority.issue_cert("127.0.0.1", "localhost")
+        client = authority.issue_cert("tollway-gateway@example.com")
+        files = cls(*(directory / n for n in ("ca.pem", "s.pem", "s.key", "c.pem", "c.key")))
+        authority.cert_pem.write_to_path(str(files.ca))
+        server.cert_chain_pems[0].write_to_path(str(files.server_cert))
+        server.private_key_pem.write_to_path(str(files.server_key))
+        client.cert_chain_pems[0].write_to_path(str(files.client_cert))
+        client.private_key_pem.write_to_path(str(files.client_key))
+        return files
+
+    def client_options(self) -> dict[str, Any]:
+        """redis-py keywords of a client that trusts the CA and shows its certificate."""
+        return {
+            "ssl": True,
+            "ssl_ca_certs": str(self.ca),
+            "ssl_certfile": str(self.client_cert),
+            "ssl_keyfile": str(self.client_key),
+        }
+
+
+@dataclass
+class RedisServer:
+    """One ``redis-server`` (or sentinel) that a test can start, kill and start again on the
+    same port. ``tls``: it speaks TLS only (and wants client certificates if ``client_certs``)."""
+
+    binary: str
+    port: int
+    directory: Path
+    args: list[str] = field(default_factory=list)
+    tls: TlsFiles | None = None
+    client_certs: bool = False
+    sentinel: bool = False
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        ports = ["--port", str(self.port)]
+        if self.tls is not None:
+            ports = ["--port", "0", "--tls-port", str(self.port),
+                     "--tls-cert-file", str(self.tls.server_cert),
+                     "--tls-key-file", str(self.tls.server_key),
+                     "--tls-ca-cert-file", str(self.tls.ca),
+                     "--tls-auth-clients", "yes" if self.client_certs else "no"]  # fmt: skip
+        if self.sentinel:  # (a sentinel rewrites its config file: it must have one of its own)
+            config = self.directory / "sentinel.conf"
+            if not config.exists():
+                config.write_text("\n".join(self.args) + "\n")
+            return [self.binary, str(config), "--sentinel", *ports, "--bind", "127.0.0.1",
+                    "--dir", str(self.directory)]  # fmt: skip
+        return [self.binary, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--dir", str(self.directory), *self.args]  # fmt: skip
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A redis-py client of the test's own (TLS: trusting the CA, with the client cert)."""
+        tls = self.tls.client_options() if self.tls else {}
+        return redis.Redis(
+            port=self.port, socket_connect_timeout=1, socket_timeout=5, **tls, **options
+        )
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=log)
+        process = self.process
+
+        def answers() -> bool | None:
+            if process.poll() is not None:
+                log = (self.directory / "server.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server on {self.port} exited:\n{log}")
+            with self.client() as client:
+                return bool(client.ping())
+
+        until(f"redis-server on {self.port} answers", answers, timeout=10)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def info(self, section: str) -> dict[str, Any]:
+        with self.client() as client:
+            return dict(client.info(section))
+
+
+def redis_binary() -> str:
+    return require_tool("redis-server", package="redis-server")
+
+
+@contextmanager
+def redis_server(directory: Path, **options: Any) -> Iterator[RedisServer]:
+    """One started server, killed on the way out."""
+    server = RedisServer(redis_binary(), free_port(), directory, **options)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def commands(servers: list[RedisServer], *names: str) -> int:
+    """How many times these servers ran the commands ``names`` (INFO commandstats), so a test
+    can count round trips; reading it is an INFO call, which is not among them."""
+    total = 0
+    for server in servers:
+        stats = server.info("commandstats")
+        total += sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in names)
+    return total
+
+
+@dataclass
+class SentinelGroup:
+    """A master, its replica and one sentinel that promotes the replica when the master dies."""
+
+    master: RedisServer
+    replica: RedisServer
+    sentinel: RedisServer
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://{self.sentinel.address}/{SERVICE}/0"
+
+    def current_master(self) -> str | None:
+        """The master's address as clients learn it from the sentinel (None mid-fail-over:
+        the sentinel names the new master to clients once the fail-over is complete)."""
+        with self.sentinel.client() as client:
+            state = client.execute_command("SENTINEL", "MASTER", SERVICE)
+        if isinstance(state, list):
+            state = dict(zip(state[::2], state[1::2], strict=True))
+        state = {_text(k): _text(v) for k, v in state.items()}
+        flags = state["flags"].split(",")
+        if "master" not in flags or {"s_down", "o_down", "failover_in_progress"} & set(flags):
+            return None
+        return f"{state['ip']}:{state['port']}"
+
+    def replicated(self) -> None:
+        """Wait until the replica has everything the master wrote (replication is async)."""
+
+        def caught_up() -> bool:
+            offset = self.master.info("replication")["master_repl_offset"]
+            return bool(self.replica.info("replication").get("slave_repl_offset", -1) >= offset)
+
+        until("the replica catches up", caught_up)
+
+    def fail_over(self) -> RedisServer:
+        """Kill the master; return the replica once the sentinel has promoted it and it takes
+        writes."""
+        self.replicated()
+        self.master.kill()
+        until("the sentinel names the replica", lambda: self.current_master() == self.replica.address)
+        until("the replica is a master", lambda: self.replica.info("replication")["role"] == "master")
+        return self.replica
+
+
+@contextmanager
+def sentinel_group(directory: Path) -> Iterator[SentinelGroup]:
+    with ExitStack() as stack:
+        master = stack.enter_context(redis_server(directory / "master", args=["--repl-diskless-sync-delay", "0"]))
+        replica = stack.enter_context(
+            redis_server(directory / "replica", args=["--replicaof", "127.0.0.1", str(master.port)])
+        )
+        until("the replica is linked", lambda: replica.info("replication")["master_link_status"] == "up")
+        config = [
+            f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 1",
+            f"sentinel down-after-milliseconds {SERVICE} 500",
+            f"sentinel failover-timeout {SERVICE} 5000",
+        ]
+        sentinel = stack.enter_context(
+            redis_server(directory / "sentinel", args=config, sentinel=True)
+        )
+        group = SentinelGroup(master, replica, sentinel)
+
+        def knows_replica() -> bool:
+            with sentinel.client() as client:
+                return bool(client.execute_command("SENTINEL", "REPLICAS", SERVICE))
+
+        until("the sentinel knows the replica", knows_replica)
+        yield group
+
+
+@contextmanager
+def redis_cluster(directory: Path, nodes: int = 3) -> Iterator[list[RedisServer]]:
+    """A Cluster of ``nodes`` masters (no replicas) with all 16384 slots assigned."""
+    cli = require_tool("redis-cli", package="redis-tools")
+    with ExitStack() as stack:
+        servers = [
+            stack.enter_context(
+                redis_server(
+                    directory / f"node{i}",
+                    args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                          "--cluster-port", str(free_port()), "--cluster-node-timeout", "5000"],
+                )  # fmt: skip
+            )
+            for i in range(nodes)
+        ]
+        subprocess.run(
+            [cli, "--cluster", "create", *(s.address for s in servers), "--cluster-replicas",
+             "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+        def agreed() -> bool:
+            infos = [_cluster_info(server) for server in servers]
+            return all(
+                info.get("cluster_state") == "ok" and info.get("cluster_known_nodes") == str(nodes)
+                for info in infos
+            )
+
+        until("every node sees the cluster ok", agreed)
+        yield servers
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _cluster_info(server: RedisServer) -> dict[str, str]:
+    with server.client() as client:
+        reply = client.execute_command("CLUSTER INFO")
+    if isinstance(reply, dict):
+        return {str(k): str(v) for k, v in reply.items()}
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
