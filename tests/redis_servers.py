@@ -88,6 +88,7 @@ class RedisServer:
     client_certs: bool = False
     sentinel: bool = False
     process: subprocess.Popen[bytes] | None = None
+    probe: redis.Redis | None = None  # one connection for reading statistics, kept
 
     @property
     def url(self) -> str:
@@ -134,17 +135,26 @@ class RedisServer:
             with self.client() as client:
                 return bool(client.ping())
 
-        until(f"redis-server on {self.port} answers", answers, timeout=10)
+        try:
+            until(f"redis-server on {self.port} answers", answers, timeout=10)
+        except BaseException:
+            self.kill()
+            raise
 
     def kill(self) -> None:
+        if self.probe is not None:
+            self.probe.close()
+            self.probe = None
         if self.process is not None:
             self.process.kill()
             self.process.wait(10)
             self.process = None
 
     def info(self, section: str) -> dict[str, Any]:
-        with self.client() as client:
-            return dict(client.info(section))
+        """INFO over one kept connection (so reading statistics adds only INFO calls)."""
+        if self.probe is None:
+            self.probe = self.client()
+        return dict(self.probe.info(section))
 
 
 def redis_binary() -> str:
@@ -211,19 +221,28 @@ class SentinelGroup:
         writes."""
         self.replicated()
         self.master.kill()
-        until("the sentinel names the replica", lambda: self.current_master() == self.replica.address)
-        until("the replica is a master", lambda: self.replica.info("replication")["role"] == "master")
+        until(
+            "the sentinel names the replica", lambda: self.current_master() == self.replica.address
+        )
+        until(
+            "the replica is a master", lambda: self.replica.info("replication")["role"] == "master"
+        )
         return self.replica
 
 
 @contextmanager
 def sentinel_group(directory: Path) -> Iterator[SentinelGroup]:
     with ExitStack() as stack:
-        master = stack.enter_context(redis_server(directory / "master", args=["--repl-diskless-sync-delay", "0"]))
+        master = stack.enter_context(
+            redis_server(directory / "master", args=["--repl-diskless-sync-delay", "0"])
+        )
         replica = stack.enter_context(
             redis_server(directory / "replica", args=["--replicaof", "127.0.0.1", str(master.port)])
         )
-        until("the replica is linked", lambda: replica.info("replication")["master_link_status"] == "up")
+        until(
+            "the replica is linked",
+            lambda: replica.info("replication")["master_link_status"] == "up",
+        )
         config = [
             f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 1",
             f"sentinel down-after-milliseconds {SERVICE} 500",
@@ -247,16 +266,12 @@ def redis_cluster(directory: Path, nodes: int = 3) -> Iterator[list[RedisServer]
     """A Cluster of ``nodes`` masters (no replicas) with all 16384 slots assigned."""
     cli = require_tool("redis-cli", package="redis-tools")
     with ExitStack() as stack:
-        servers = [
-            stack.enter_context(
-                redis_server(
-                    directory / f"node{i}",
-                    args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                          "--cluster-port", str(free_port()), "--cluster-node-timeout", "5000"],
-                )  # fmt: skip
-            )
-            for i in range(nodes)
-        ]
+        servers = []
+        for i in range(nodes):
+            bus = str(free_port())  # (not port + 10000: that may be past 65535)
+            args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--cluster-port", bus, "--cluster-node-timeout", "5000"]  # fmt: skip
+            servers.append(stack.enter_context(redis_server(directory / f"node{i}", args=args)))
         subprocess.run(
             [cli, "--cluster", "create", *(s.address for s in servers), "--cluster-replicas",
              "0", "--cluster-yes"],
