@@ -26,6 +26,8 @@ from urllib.parse import parse_qsl, unquote
 
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
+from tollway.errors import UserError
+
 SSL_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 CERT_REQS = ("required", "optional", "none")
 BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -46,6 +48,10 @@ FORMS = (
 )
 
 
+class BadRedisURL(UserError, ValueError):
+    """TOLLWAY_REDIS_URL cannot be used; the message says what to fix (the CLI prints it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RedisTarget:
     """Where Redis is and how to talk to it (what redis-py's clients take as keywords)."""
@@ -61,11 +67,12 @@ class RedisTarget:
 
 
 def parse(url: str) -> RedisTarget:
-    """The target ``url`` names, or ValueError saying what to fix (without the URL itself)."""
+    """The target ``url`` names, or :class:`BadRedisURL` saying what to fix (without the URL
+    itself)."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in MODES:
         shown = scheme if sep else "(no scheme)"
-        raise ValueError(f"unsupported Redis URL scheme {shown!r}: use memory:// or {FORMS}")
+        raise BadRedisURL(f"unsupported Redis URL scheme {shown!r}: use memory:// or {FORMS}")
     mode, tls = MODES[scheme.lower()]
     rest, _, query = rest.partition("?")
     options = _options(query, tls, mode)
@@ -87,14 +94,14 @@ def parse(url: str) -> RedisTarget:
     service, db = "", 0
     if mode == "sentinel":
         if not parts or len(parts) > 2:
-            raise ValueError(
+            raise BadRedisURL(
                 f"{scheme}:// needs the master name after the hosts: "
                 f"{scheme}://host:26379[,host:26379]/master-name[/db]"
             )
         service = parts[0]
         db = _db(parts[1] if len(parts) == 2 else "0", scheme)
     elif parts and (len(parts) > 1 or _db(parts[0], scheme) != 0):
-        raise ValueError(f"{scheme}:// has database 0 only (Redis Cluster has no other)")
+        raise BadRedisURL(f"{scheme}:// has database 0 only (Redis Cluster has no other)")
     return RedisTarget(
         mode,
         tls,
@@ -112,13 +119,13 @@ def _node(item: str, scheme: str) -> tuple[str, int]:
     if item.startswith("["):  # [::1]:26379
         host = host.strip("[]")
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{scheme}:// lists hosts as host:port[,host:port...], not {item!r}")
+        raise BadRedisURL(f"{scheme}:// lists hosts as host:port[,host:port...], not {item!r}")
     return host, int(port)
 
 
 def _db(text: str, scheme: str) -> int:
     if not text.isdigit():
-        raise ValueError(f"{scheme}:// database must be a number, not {text!r}")
+        raise BadRedisURL(f"{scheme}:// database must be a number, not {text!r}")
     return int(text)
 
 
@@ -129,26 +136,26 @@ def _options(query: str, tls: bool, mode: str) -> dict[str, dict[str, Any]]:
         if name not in OPTIONS:
             if mode == "single" and name in URL_QUERY_ARGUMENT_PARSERS:
                 continue  # redis-py's own options (db=, socket_timeout=...) stay its business
-            raise ValueError(f"unknown Redis URL option {name!r}: use {', '.join(OPTIONS)}")
+            raise BadRedisURL(f"unknown Redis URL option {name!r}: use {', '.join(OPTIONS)}")
         if name.startswith("sentinel_"):
             if mode != "sentinel":
-                raise ValueError(f"{name} applies to redis+sentinel:// URLs only")
+                raise BadRedisURL(f"{name} applies to redis+sentinel:// URLs only")
             sentinel[name.removeprefix("sentinel_")] = value
             continue
         if not tls:
-            raise ValueError(f"{name} needs TLS: use rediss:// (or rediss+sentinel://, ...)")
+            raise BadRedisURL(f"{name} needs TLS: use rediss:// (or rediss+sentinel://, ...)")
         if name in SSL_FILES:
             if not os.path.isfile(value):
-                raise ValueError(f"Redis URL option {name}: no such file {value!r}")
+                raise BadRedisURL(f"Redis URL option {name}: no such file {value!r}")
             ssl[name] = value
         elif name == "ssl_cert_reqs":
             if value.lower() not in CERT_REQS:
-                raise ValueError(f"ssl_cert_reqs must be one of {', '.join(CERT_REQS)}")
+                raise BadRedisURL(f"ssl_cert_reqs must be one of {', '.join(CERT_REQS)}")
             ssl[name] = value.lower()
         else:
             if value.lower() not in BOOLEANS:
-                raise ValueError(f"{name} must be true or false")
+                raise BadRedisURL(f"{name} must be true or false")
             ssl[name] = BOOLEANS[value.lower()]
     if "ssl_keyfile" in ssl and "ssl_certfile" not in ssl:
-        raise ValueError("ssl_keyfile needs ssl_certfile (the client certificate)")
+        raise BadRedisURL("ssl_keyfile needs ssl_certfile (the client certificate)")
     return {"ssl": ssl, "sentinel": sentinel}
