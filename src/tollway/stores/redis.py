@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import RedisSSLContext
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -102,11 +105,12 @@ def connect(url: str, max_connections: int = 64) -> Connected:
         "socket_connect_timeout": 1.0,
         "health_check_interval": 10,
     }
+    tls = tls_context(target.ssl) if target.tls else None
     if target.mode == "single":
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=2.0, **timeouts
         )
-        lean = RespClient(url) if url.startswith("redis://") else None  # (TLS, sockets: redis-py)
+        lean = None if url.startswith("unix:") else RespClient.from_url(url, tls)
         return Connected(aioredis.Redis(connection_pool=pool), lean)
     # One quick retry: on Sentinel it asks for the master again, on a Cluster for its map.
     common = {**timeouts, **target.auth, **target.ssl, "retry": Retry(NoBackoff(), 1)}
@@ -117,10 +121,46 @@ def connect(url: str, max_connections: int = 64) -> Connected:
             **common,
         )
         master = sentinels.master_for(target.service, db=target.db)
-        return Connected(master, sentinel=sentinels)
+        lean = RespClient(
+            db=target.db,
+            tls=tls,
+            locate=partial(sentinels.discover_master, target.service),
+            username=target.auth.get("username"),
+            password=target.auth.get("password"),
+        )
+        return Connected(master, lean, sentinel=sentinels)
     nodes = [ClusterNode(host, port) for host, port in target.nodes]
     cluster = RedisCluster(startup_nodes=nodes, max_connections=max_connections, **common)
-    return Connected(cluster, tag=CLUSTER_TAG)
+    lean = RespClient(
+        tls=tls,
+        locate=partial(counters_node, cluster),
+        username=target.auth.get("username"),
+        password=target.auth.get("password"),
+    )
+    return Connected(cluster, lean, tag=CLUSTER_TAG)
+
+
+async def counters_node(cluster: RedisCluster) -> tuple[str, int]:
+    """The node that holds the counters' slot, from a fresh map of the cluster (asked when the
+    lean client connects: at the start and after the slot moved or its node failed)."""
+    await cluster.initialize()
+    await cluster.nodes_manager.initialize()
+    node = cluster.get_node_from_key(CLUSTER_TAG)
+    if node is None:
+        raise RedisError("no node holds the counters' slot")
+    return node.host, int(node.port)
+
+
+def tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS settings of the URL as redis-py's own connections apply them (system CAs plus
+    ``ssl_ca_certs``; certificate and host name checked unless ``ssl_cert_reqs=none``)."""
+    return RedisSSLContext(
+        keyfile=options.get("ssl_keyfile"),
+        certfile=options.get("ssl_certfile"),
+        cert_reqs=options.get("ssl_cert_reqs", "required"),
+        ca_certs=options.get("ssl_ca_certs"),
+        check_hostname=options.get("ssl_check_hostname", True),
+    ).get()
 
 
 class _Breaker:
@@ -151,6 +191,9 @@ class _Breaker:
             logger.warning("redis reachable again after %d failed calls", self.failures)
         self.open_until = 0.0
 
+
+MOVED = ("READONLY", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+"""Error replies after which the lean client looks for the counters' server again."""
 
 CHECK_SHA = hashlib.sha1(CHECK_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
@@ -200,6 +243,8 @@ class RedisCounterStore:
         try:
             return await self.resp.call("EVALSHA", CHECK_SHA, *arguments)
         except RespError as exc:
+            if str(exc).startswith(MOVED):  # a master demoted, a slot moved: find it again
+                self.resp.close()
             if not str(exc).startswith("NOSCRIPT"):
                 raise
             return await self.resp.call("EVAL", CHECK_SCRIPT, *arguments)  # loads it too
