@@ -289,6 +289,36 @@ def redis_cluster(directory: Path, nodes: int = 3) -> Iterator[list[RedisServer]
         yield servers
 
 
+def node_id(server: RedisServer) -> str:
+    with server.client() as client:
+        return _text(client.execute_command("CLUSTER MYID"))
+
+
+def slot_owner(servers: list[RedisServer], slot: int) -> RedisServer:
+    """The node that serves ``slot`` (by each node's own view of itself)."""
+    with servers[0].client() as client:
+        owner = next(
+            _text(entry[2][2]) for entry in client.execute_command("CLUSTER SLOTS")
+            if entry[0] <= slot <= entry[1]
+        )  # fmt: skip
+    return next(server for server in servers if node_id(server) == owner)
+
+
+def move_slot(servers: list[RedisServer], slot: int, to: RedisServer) -> None:
+    """Migrate ``slot`` and its keys to ``to``, the way resharding does (Redis' documented
+    steps: IMPORTING, MIGRATING, MIGRATE the keys, then SETSLOT NODE everywhere)."""
+    source = slot_owner(servers, slot)
+    source_id, target_id = node_id(source), node_id(to)
+    with source.client() as src, to.client() as dst:
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+    for server in [to, source, *servers]:
+        with server.client() as client:
+            client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

@@ -18,16 +18,21 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from redis.crc import key_slot as keyslot
 from sqlalchemy import Engine
+
+from tollway.stores.redis import CLUSTER_TAG
 
 from ..gateway.conftest import apply
 from ..redis_servers import (
     RedisServer,
     TlsFiles,
     commands,
+    move_slot,
     redis_cluster,
     redis_server,
     sentinel_group,
+    slot_owner,
 )
 from .conftest import Clock, Served, calls, config, subscribe
 
@@ -162,6 +167,39 @@ async def test_limits_and_cache_on_a_cluster(
     assert all(k.startswith(("{tw}tw:rl:", "{tw}tw:q:")) for found in holders for k in found)
 
 
+async def test_limits_follow_the_counters_slot_to_another_node(
+    sqlite_engine: Engine, sqlite_url: str, served: Served, cluster: list[RedisServer], clock: Clock
+) -> None:
+    """Resharding moves the counters' slot (and its counts) to another node: the gateway finds it
+    there (Redis answers MOVED) and the limit goes on counting from where it was."""
+    url = "redis+cluster://" + cluster[0].address
+    cfg = config([{"type": "rate-limit", "period": "5/60s", "name": "burst"}])
+    apply(sqlite_engine, cfg)
+    keys = subscribe(sqlite_engine)
+    slot = keyslot(CLUSTER_TAG.encode())
+    settings = {"redis_url": url, "limits_fail_closed": True}
+    async with served(sqlite_engine, sqlite_url, cfg, clock=clock, **settings) as (_, client):
+        assert [await get(client, keys.primary) for _ in range(3)] == [200, 200, 200]
+        before = slot_owner(cluster, slot)
+        target = next(node for node in cluster if node is not before)
+        await anyio.to_thread.run_sync(move_slot, cluster, slot, target)
+        seen = await until_not_503(client, keys.primary)
+        seen += [await get(client, keys.primary) for _ in range(2)]
+    assert slot_owner(cluster, slot) is target
+    assert set(seen[:-3]) <= {503}  # (the first call after the move meets MOVED)
+    assert seen[-3:] == [200, 200, 429]
+
+
+async def until_not_503(client: httpx.AsyncClient, key: str) -> list[int]:
+    """Statuses of calls made until one is not 503 (the store waits a second after a failure
+    before trying Redis again), bounded."""
+    seen = [await get(client, key)]
+    while seen[-1] == 503 and len(seen) < 400:
+        await anyio.sleep(0.05)
+        seen.append(await get(client, key))
+    return seen
+
+
 # Sentinel ---------------------------------------------------------------------------------------
 async def test_limits_keep_counting_through_a_sentinel_fail_over(
     sqlite_engine: Engine, sqlite_url: str, served: Served, tmp_path: Path, clock: Clock
@@ -176,10 +214,7 @@ async def test_limits_keep_counting_through_a_sentinel_fail_over(
             assert [await get(client, key) for _ in range(3)] == [200, 200, 200]
             new_master = await anyio.to_thread.run_sync(group.fail_over)
             # Until the gateway has found the new master: 503 (fail-closed), never another 5xx.
-            seen = [await get(client, key)]
-            while seen[-1] == 503 and len(seen) < 400:
-                await anyio.sleep(0.05)
-                seen.append(await get(client, key))
+            seen = await until_not_503(client, key)
             before = commands([new_master], *SCRIPT)
             seen += [await get(client, key) for _ in range(2)]
             assert commands([new_master], *SCRIPT) - before == 2  # one round trip each
