@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import redis
 
-from .conftest import require_tool
+from .conftest import REDIS_URL, require_service, require_tool
 from .servers import free_port
 
 T = TypeVar("T")
@@ -155,6 +156,37 @@ class RedisServer:
         if self.probe is None:
             self.probe = self.client()
         return dict(self.probe.info(section))
+
+
+STORES = [
+    "memory",
+    pytest.param("redis", marks=pytest.mark.redis),
+    *(pytest.param(mode, marks=pytest.mark.slow) for mode in ("tls", "sentinel", "cluster")),
+]
+"""The stores a contract test runs on: memory, the shared Redis (TOLLWAY_TEST_REDIS_URL) and
+the production modes on servers of the session's own."""
+
+
+def store_url(request: pytest.FixtureRequest) -> str:
+    """TOLLWAY_REDIS_URL for ``request.param`` of :data:`STORES` (TLS: trusting the test CA
+    and showing the client certificate)."""
+    mode = request.param
+    if mode == "memory":
+        return "memory://"
+    if mode == "redis":
+        return require_service(REDIS_URL, "redis")
+    if mode == "tls":
+        server: RedisServer = request.getfixturevalue("tls_redis")
+        assert server.tls is not None
+        files = server.tls
+        return (
+            f"{server.url}?ssl_ca_certs={files.ca}&ssl_certfile={files.client_cert}"
+            f"&ssl_keyfile={files.client_key}"
+        )
+    if mode == "sentinel":
+        return str(request.getfixturevalue("sentinel_redis").url)
+    nodes: list[RedisServer] = request.getfixturevalue("cluster_redis")
+    return "redis+cluster://" + ",".join(node.address for node in nodes)
 
 
 def redis_binary() -> str:

@@ -11,7 +11,6 @@ test is Redis, the database kinds are the rest of the suite's business.)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,8 @@ from tollway.stores.redis import CLUSTER_TAG
 from ..gateway.conftest import apply
 from ..redis_servers import (
     RedisServer,
-    TlsFiles,
     commands,
     move_slot,
-    redis_cluster,
-    redis_server,
     sentinel_group,
     slot_owner,
 )
@@ -87,15 +83,6 @@ def limits_config() -> dict[str, Any]:
 
 
 # TLS --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A Redis that speaks TLS only and wants a client certificate from the test CA."""
-    directory = tmp_path_factory.mktemp("redis-tls")
-    files = TlsFiles.make(directory)
-    with redis_server(directory / "server", tls=files, client_certs=True) as server:
-        yield server
-
-
 def tls_url(server: RedisServer, **options: str) -> str:
     return f"{server.url}?" + "&".join(f"{k}={v}" for k, v in options.items())
 
@@ -142,25 +129,23 @@ async def test_tls_redis_is_refused_without_the_ca_or_the_client_certificate(
 
 
 # Cluster ----------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
-    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as nodes:
-        yield nodes
-
-
 async def test_limits_and_cache_on_a_cluster(
-    sqlite_engine: Engine, sqlite_url: str, served: Served, cluster: list[RedisServer], clock: Clock
+    sqlite_engine: Engine,
+    sqlite_url: str,
+    served: Served,
+    cluster_redis: list[RedisServer],
+    clock: Clock,
 ) -> None:
-    url = "redis+cluster://" + ",".join(node.address for node in cluster[:2])  # any nodes
+    url = "redis+cluster://" + ",".join(node.address for node in cluster_redis[:2])  # any nodes
     cfg = limits_config()
     apply(sqlite_engine, cfg)
     key = subscribe(sqlite_engine).primary
     settings = {"redis_url": url, "limits_fail_closed": True}
     async with served(sqlite_engine, sqlite_url, cfg, clock=clock, **settings) as (_, client):
-        await limits_and_cache(client, key, clock, cluster)
+        await limits_and_cache(client, key, clock, cluster_redis)
     # Every counter is in the one hash slot of "{tw}": one node holds them all.
     holders = []
-    for node in cluster:
+    for node in cluster_redis:
         with node.client() as direct:
             holders.append(sorted(k.decode() for k in direct.scan_iter("{tw}*")))
     assert sorted(len(found) > 0 for found in holders) == [False, False, True]
@@ -168,11 +153,15 @@ async def test_limits_and_cache_on_a_cluster(
 
 
 async def test_limits_follow_the_counters_slot_to_another_node(
-    sqlite_engine: Engine, sqlite_url: str, served: Served, cluster: list[RedisServer], clock: Clock
+    sqlite_engine: Engine,
+    sqlite_url: str,
+    served: Served,
+    cluster_redis: list[RedisServer],
+    clock: Clock,
 ) -> None:
     """Resharding moves the counters' slot (and its counts) to another node: the gateway finds it
     there (Redis answers MOVED) and the limit goes on counting from where it was."""
-    url = "redis+cluster://" + cluster[0].address
+    url = "redis+cluster://" + cluster_redis[0].address
     cfg = config([{"type": "rate-limit", "period": "5/60s", "name": "burst"}])
     apply(sqlite_engine, cfg)
     keys = subscribe(sqlite_engine)
@@ -180,12 +169,12 @@ async def test_limits_follow_the_counters_slot_to_another_node(
     settings = {"redis_url": url, "limits_fail_closed": True}
     async with served(sqlite_engine, sqlite_url, cfg, clock=clock, **settings) as (_, client):
         assert [await get(client, keys.primary) for _ in range(3)] == [200, 200, 200]
-        before = slot_owner(cluster, slot)
-        target = next(node for node in cluster if node is not before)
-        await anyio.to_thread.run_sync(move_slot, cluster, slot, target)
+        before = slot_owner(cluster_redis, slot)
+        target = next(node for node in cluster_redis if node is not before)
+        await anyio.to_thread.run_sync(move_slot, cluster_redis, slot, target)
         seen = await until_not_503(client, keys.primary)
         seen += [await get(client, keys.primary) for _ in range(2)]
-    assert slot_owner(cluster, slot) is target
+    assert slot_owner(cluster_redis, slot) is target
     assert set(seen[:-3]) <= {503}  # (the first call after the move meets MOVED)
     assert seen[-3:] == [200, 200, 429]
 

@@ -3,14 +3,14 @@ which may hold a password) for anything that cannot work, before a request is se
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
+from tollway.cli import main
 from tollway.stores import check_store_url
 from tollway.stores.redis_url import BadRedisURL, parse
-
-from ..servers import run_cli, tollway_env
 
 
 def test_the_forms_and_what_they_name(tmp_path: Path) -> None:
@@ -53,11 +53,17 @@ def test_a_url_that_cannot_work_is_refused_saying_what_to_fix(url: str, says: st
     assert "s3cret" not in str(refused.value)
 
 
-def test_tollway_serve_refuses_a_bad_redis_url_in_one_line(sqlite_url: str) -> None:
-    env = tollway_env(sqlite_url, TOLLWAY_REDIS_URL="redis+sentinel://:s3cret@h:26379")
-    result = run_cli("serve", "--port", "0", env=env)
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
+def test_tollway_serve_refuses_a_bad_redis_url_in_one_line(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(In-process: the check comes before anything is started or migrated.)"""
+    monkeypatch.setenv("TOLLWAY_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("TOLLWAY_REDIS_URL", "redis+sentinel://:s3cret@h:26379")
+    monkeypatch.setattr(sys, "argv", ["tollway", "serve", "--port", "0"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
         "error: redis+sentinel:// needs the master name after the hosts: "
         "redis+sentinel://host:26379[,host:26379]/master-name[/db]"
     ]
