@@ -230,10 +230,7 @@ class SentinelGroup:
         """The master's address as clients learn it from the sentinel (None mid-fail-over:
         the sentinel names the new master to clients once the fail-over is complete)."""
         with self.sentinel.client() as client:
-            state = client.execute_command("SENTINEL", "MASTER", SERVICE)
-        if isinstance(state, list):
-            state = dict(zip(state[::2], state[1::2], strict=True))
-        state = {_text(k): _text(v) for k, v in state.items()}
+            state = _state(client.execute_command("SENTINEL", "MASTER", SERVICE))
         flags = state["flags"].split(",")
         if "master" not in flags or {"s_down", "o_down", "failover_in_progress"} & set(flags):
             return None
@@ -248,18 +245,35 @@ class SentinelGroup:
 
         until("the replica catches up", caught_up)
 
+    def switch_over(self) -> RedisServer:
+        """A planned fail-over (SENTINEL FAILOVER): the replica is promoted, the old master
+        lives on as its replica. Returns the new master once it takes writes."""
+        self.replicated()
+
+        def started() -> bool:  # (NOGOODSLAVE until the sentinel has fresh news of the replica)
+            with self.sentinel.client() as client:
+                return bool(client.execute_command("SENTINEL", "FAILOVER", SERVICE))
+
+        until("the sentinel starts a fail-over", started)
+        promoted = self.promoted()
+        # The sentinel turns the old master into a replica of the new one once it sees it still
+        # claiming to be master, some seconds later; do now what it will do.
+        with self.master.client() as client:
+            client.execute_command("REPLICAOF", "127.0.0.1", promoted.port)
+        return promoted
+
     def fail_over(self) -> RedisServer:
         """Kill the master; return the replica once the sentinel has promoted it and it takes
         writes."""
         self.replicated()
         self.master.kill()
-        until(
-            "the sentinel names the replica", lambda: self.current_master() == self.replica.address
-        )
-        until(
-            "the replica is a master", lambda: self.replica.info("replication")["role"] == "master"
-        )
-        return self.replica
+        return self.promoted()
+
+    def promoted(self) -> RedisServer:
+        replica = self.replica
+        until("the sentinel names the replica", lambda: self.current_master() == replica.address)
+        until("the replica is a master", lambda: replica.info("replication")["role"] == "master")
+        return replica
 
 
 @contextmanager
@@ -286,10 +300,16 @@ def sentinel_group(directory: Path) -> Iterator[SentinelGroup]:
         group = SentinelGroup(master, replica, sentinel)
 
         def knows_replica() -> bool:
+            """The sentinel is connected to the replica and sees it linked (else it could not
+            promote it)."""
             with sentinel.client() as client:
-                return bool(client.execute_command("SENTINEL", "REPLICAS", SERVICE))
+                replicas = client.execute_command("SENTINEL", "REPLICAS", SERVICE)
+            states = [_state(r) for r in replicas]
+            return any(
+                r["flags"] == "slave" and r.get("master-link-status") == "ok" for r in states
+            )
 
-        until("the sentinel knows the replica", knows_replica)
+        until("the sentinel sees the replica", knows_replica)
         yield group
 
 
@@ -349,6 +369,13 @@ def move_slot(servers: list[RedisServer], slot: int, to: RedisServer) -> None:
     for server in [to, source, *servers]:
         with server.client() as client:
             client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+
+
+def _state(reply: Any) -> dict[str, str]:
+    """A sentinel's description of a server (a flat list or a mapping) as text."""
+    if isinstance(reply, list):
+        reply = dict(zip(reply[::2], reply[1::2], strict=True))
+    return {_text(k): _text(v) for k, v in reply.items()}
 
 
 def _text(value: Any) -> str:
