@@ -149,7 +149,8 @@ async def test_limits_and_cache_on_a_cluster(
         with node.client() as direct:
             holders.append(sorted(k.decode() for k in direct.scan_iter("{tw}*")))
     assert sorted(len(found) > 0 for found in holders) == [False, False, True]
-    assert all(k.startswith(("{tw}tw:rl:", "{tw}tw:q:")) for found in holders for k in found)
+    assert any(k.startswith("{tw}tw:rl:") for found in holders for k in found)
+    assert any(k.startswith("{tw}tw:q:") for found in holders for k in found)
 
 
 async def test_limits_follow_the_counters_slot_to_another_node(

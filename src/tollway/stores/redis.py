@@ -1,9 +1,12 @@
 """Counters and cache in Redis, shared by every gateway process and machine.
 
-All of a request's limits are checked and charged by one Lua script (one round trip, atomic).
-When Redis cannot be reached the store raises :class:`StoreUnavailable` at once and, for the
-next second, without trying again (so a dead Redis does not add a timeout to every request);
-redis-py reconnects by itself when Redis is back.
+All of a request's limits are checked and charged by one Lua script (one round trip, atomic),
+on one Redis server (``redis://``, ``rediss://`` over TLS), the master Sentinel names, or the
+Cluster node that holds the counters' one hash slot (:mod:`tollway.stores.redis_url` lists the
+URL forms). When Redis cannot be reached the store raises :class:`StoreUnavailable` at once
+and, for the next second, without trying again (so a dead Redis does not add a timeout to
+every request); both clients connect again (finding the master or the slot's node again) when
+Redis is back.
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ class _Breaker:
         self.open_until = 0.0
 
 
-MOVED = ("READONLY", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+LOOK_AGAIN = ("READONLY", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 """Error replies after which the lean client looks for the counters' server again."""
 
 CHECK_SHA = hashlib.sha1(CHECK_SCRIPT.encode(), usedforsecurity=False).hexdigest()
@@ -243,7 +246,7 @@ class RedisCounterStore:
         try:
             return await self.resp.call("EVALSHA", CHECK_SHA, *arguments)
         except RespError as exc:
-            if str(exc).startswith(MOVED):  # a master demoted, a slot moved: find it again
+            if str(exc).startswith(LOOK_AGAIN):  # a master demoted, a slot moved: find it again
                 self.resp.close()
             if not str(exc).startswith("NOSCRIPT"):
                 raise

@@ -7,8 +7,9 @@ command and resolves a future when the reply arrives, in order, with no task per
 does what the counters need (EVALSHA/EVAL and plain commands); redis-py stays for the rest.
 
 It speaks plain TCP or TLS (an ``ssl.SSLContext`` built by redis-py from the URL's options), to
-a fixed address or to one found when connecting (``locate``: Sentinel's current master). One
-connection also means one TLS handshake, not one per pooled connection under a burst.
+a fixed address or to one found when connecting (``locate``: the master Sentinel names, the
+Cluster node of the counters' slot). One connection also means one TLS handshake, not one per
+pooled connection under a burst.
 """
 
 from __future__ import annotations
