@@ -101,7 +101,7 @@ class RespConnection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()  # (see RespClient.close)
 
 
 Locate = Callable[[], Awaitable[tuple[str, int]]]
@@ -197,6 +197,8 @@ class RespClient:
         return await connection.call(*args)
 
     def close(self) -> None:
+        """Drop the connection now. (abort, not close: over TLS, close waits for a polite TLS
+        shutdown that a closing event loop may never finish, leaving the socket open.)"""
         if self.connection is not None and self.connection.transport is not None:
-            self.connection.transport.close()
+            self.connection.transport.abort()
         self.connection = None
