@@ -175,3 +175,13 @@ def cluster_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as nodes:
         yield nodes
+
+
+@pytest.fixture(scope="session")
+def tls_cluster_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A 3-node Redis Cluster over TLS only, client certificates required."""
+    from .redis_servers import TlsFiles, redis_cluster
+
+    directory = tmp_path_factory.mktemp("redis-tls-cluster")
+    with redis_cluster(directory, tls=TlsFiles.make(directory)) as nodes:
+        yield nodes

@@ -162,6 +162,7 @@ STORES = [
     "memory",
     pytest.param("redis", marks=pytest.mark.redis),
     *(pytest.param(mode, marks=pytest.mark.slow) for mode in ("tls", "sentinel", "cluster")),
+    pytest.param("tls-cluster", marks=pytest.mark.slow),
 ]
 """The stores a contract test runs on: memory, the shared Redis (TOLLWAY_TEST_REDIS_URL) and
 the production modes on servers of the session's own."""
@@ -185,8 +186,16 @@ def store_url(request: pytest.FixtureRequest) -> str:
         )
     if mode == "sentinel":
         return str(request.getfixturevalue("sentinel_redis").url)
-    nodes: list[RedisServer] = request.getfixturevalue("cluster_redis")
-    return "redis+cluster://" + ",".join(node.address for node in nodes)
+    if mode == "cluster":
+        nodes: list[RedisServer] = request.getfixturevalue("cluster_redis")
+        return "redis+cluster://" + ",".join(node.address for node in nodes)
+    nodes = request.getfixturevalue("tls_cluster_redis")
+    files = nodes[0].tls
+    assert files is not None
+    return (
+        f"rediss+cluster://{nodes[0].address}?ssl_ca_certs={files.ca}"
+        f"&ssl_certfile={files.client_cert}&ssl_keyfile={files.client_key}"
+    )
 
 
 def redis_binary() -> str:
@@ -314,8 +323,11 @@ def sentinel_group(directory: Path) -> Iterator[SentinelGroup]:
 
 
 @contextmanager
-def redis_cluster(directory: Path, nodes: int = 3) -> Iterator[list[RedisServer]]:
-    """A Cluster of ``nodes`` masters (no replicas) with all 16384 slots assigned."""
+def redis_cluster(
+    directory: Path, nodes: int = 3, tls: TlsFiles | None = None
+) -> Iterator[list[RedisServer]]:
+    """A Cluster of ``nodes`` masters (no replicas) with all 16384 slots assigned; ``tls``:
+    clients and the nodes among themselves speak TLS only (client certificates required)."""
     cli = require_tool("redis-cli", package="redis-tools")
     with ExitStack() as stack:
         servers = []
@@ -323,10 +335,17 @@ def redis_cluster(directory: Path, nodes: int = 3) -> Iterator[list[RedisServer]
             bus = str(free_port())  # (not port + 10000: that may be past 65535)
             args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                     "--cluster-port", bus, "--cluster-node-timeout", "5000"]  # fmt: skip
-            servers.append(stack.enter_context(redis_server(directory / f"node{i}", args=args)))
+            if tls is not None:
+                args += ["--tls-cluster", "yes", "--tls-replication", "yes"]
+            server = redis_server(directory / f"node{i}", args=args, tls=tls, client_certs=True)
+            servers.append(stack.enter_context(server))
+        secure = []
+        if tls is not None:
+            secure = ["--tls", "--cacert", str(tls.ca), "--cert", str(tls.client_cert),
+                      "--key", str(tls.client_key)]  # fmt: skip
         subprocess.run(
-            [cli, "--cluster", "create", *(s.address for s in servers), "--cluster-replicas",
-             "0", "--cluster-yes"],
+            [cli, *secure, "--cluster", "create", *(s.address for s in servers),
+             "--cluster-replicas", "0", "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
 
