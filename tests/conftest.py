@@ -169,6 +169,16 @@ def sentinel_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def tls_sentinel_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The same over TLS only (servers, replication, sentinel), client certificates required."""
+    from .redis_servers import TlsFiles, sentinel_group
+
+    directory = tmp_path_factory.mktemp("redis-tls-sentinel")
+    with sentinel_group(directory, tls=TlsFiles.make(directory)) as group:
+        yield group
+
+
+@pytest.fixture(scope="session")
 def cluster_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A 3-node Redis Cluster (its nodes, as a list)."""
     from .redis_servers import redis_cluster

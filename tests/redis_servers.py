@@ -162,6 +162,7 @@ STORES = [
     "memory",
     pytest.param("redis", marks=pytest.mark.redis),
     *(pytest.param(mode, marks=pytest.mark.slow) for mode in ("tls", "sentinel", "cluster")),
+    pytest.param("tls-sentinel", marks=pytest.mark.slow),
     pytest.param("tls-cluster", marks=pytest.mark.slow),
 ]
 """The stores a contract test runs on: memory, the shared Redis (TOLLWAY_TEST_REDIS_URL) and
@@ -184,8 +185,8 @@ def store_url(request: pytest.FixtureRequest) -> str:
             f"{server.url}?ssl_ca_certs={files.ca}&ssl_certfile={files.client_cert}"
             f"&ssl_keyfile={files.client_key}"
         )
-    if mode == "sentinel":
-        return str(request.getfixturevalue("sentinel_redis").url)
+    if mode in ("sentinel", "tls-sentinel"):
+        return str(request.getfixturevalue(f"{mode.replace('-', '_')}_redis").url)
     if mode == "cluster":
         nodes: list[RedisServer] = request.getfixturevalue("cluster_redis")
         return "redis+cluster://" + ",".join(node.address for node in nodes)
@@ -233,7 +234,13 @@ class SentinelGroup:
 
     @property
     def url(self) -> str:
-        return f"redis+sentinel://{self.sentinel.address}/{SERVICE}/0"
+        files = self.sentinel.tls
+        if files is None:
+            return f"redis+sentinel://{self.sentinel.address}/{SERVICE}/0"
+        return (
+            f"rediss+sentinel://{self.sentinel.address}/{SERVICE}/0?ssl_ca_certs={files.ca}"
+            f"&ssl_certfile={files.client_cert}&ssl_keyfile={files.client_key}"
+        )
 
     def current_master(self) -> str | None:
         """The master's address as clients learn it from the sentinel (None mid-fail-over:
@@ -286,14 +293,20 @@ class SentinelGroup:
 
 
 @contextmanager
-def sentinel_group(directory: Path) -> Iterator[SentinelGroup]:
+def sentinel_group(directory: Path, tls: TlsFiles | None = None) -> Iterator[SentinelGroup]:
+    """``tls``: every server and the sentinel speak TLS only, among themselves too."""
+    secure = {"tls": tls, "client_certs": True} if tls else {}
+    replication = ["--tls-replication", "yes"] if tls else []
     with ExitStack() as stack:
         master = stack.enter_context(
-            redis_server(directory / "master", args=["--repl-diskless-sync-delay", "0"])
+            redis_server(
+                directory / "master",
+                args=["--repl-diskless-sync-delay", "0", *replication],
+                **secure,
+            )
         )
-        replica = stack.enter_context(
-            redis_server(directory / "replica", args=["--replicaof", "127.0.0.1", str(master.port)])
-        )
+        follow = ["--replicaof", "127.0.0.1", str(master.port), *replication]
+        replica = stack.enter_context(redis_server(directory / "replica", args=follow, **secure))
         until(
             "the replica is linked",
             lambda: replica.info("replication")["master_link_status"] == "up",
@@ -302,9 +315,10 @@ def sentinel_group(directory: Path) -> Iterator[SentinelGroup]:
             f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 1",
             f"sentinel down-after-milliseconds {SERVICE} 500",
             f"sentinel failover-timeout {SERVICE} 5000",
+            *(["tls-replication yes"] if tls else []),
         ]
         sentinel = stack.enter_context(
-            redis_server(directory / "sentinel", args=config, sentinel=True)
+            redis_server(directory / "sentinel", args=config, sentinel=True, **secure)
         )
         group = SentinelGroup(master, replica, sentinel)
 
