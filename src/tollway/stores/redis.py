@@ -133,7 +133,10 @@ def connect(url: str, max_connections: int = 64) -> Connected:
         )
         return Connected(master, lean, sentinel=sentinels)
     nodes = [ClusterNode(host, port) for host, port in target.nodes]
-    cluster = RedisCluster(startup_nodes=nodes, max_connections=max_connections, **common)
+    # (redis-py's cluster pools raise when full instead of waiting, so theirs is roomy; the
+    # Sentinel pool is unbounded, like redis-py's default. Only the cache and rare updates use
+    # them: the limit checks share the lean client's one connection.)
+    cluster = RedisCluster(startup_nodes=nodes, max_connections=16 * max_connections, **common)
     lean = RespClient(
         tls=tls,
         locate=partial(counters_node, cluster),
