@@ -13,6 +13,7 @@ import uvicorn
 from tollway.errors import UserError
 from tollway.gateway.transport.http_limits import open_file_limit
 from tollway.gateway.transport.uvicorn_hooks import check_protocol_hooks
+from tollway.policies.websocket import MAX_MESSAGE_CEILING
 from tollway.portal.app import check_portal_settings
 from tollway.portal.settings import PortalSettings
 from tollway.settings import Settings
@@ -21,6 +22,7 @@ from tollway.site.compose import create_gateway
 logger = logging.getLogger("tollway")
 
 PROTOCOL = "tollway.gateway.transport.fastpath:GatewayProtocol"
+WS_PROTOCOL = "tollway.gateway.transport.websocket:GatewayWebSocketProtocol"
 STARTUP_FAILURE = 3  # uvicorn's exit status when the server could not start
 
 
@@ -106,6 +108,10 @@ def serve(
         # connection cap apply to every request. API calls to HTTP backends take its callback
         # fast path unless TOLLWAY_FAST_PATH=false; everything else takes the ASGI path.
         "http": PROTOCOL,
+        # WebSockets (always the ASGI transport): counted against the same connection cap,
+        # closed with 1001 on shutdown; no message larger than any API's limit is read.
+        "ws": WS_PROTOCOL,
+        "ws_max_size": MAX_MESSAGE_CEILING,
     }
     if workers > 1:
         # Each worker process builds its own gateway from the same TOLLWAY_* settings.

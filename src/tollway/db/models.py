@@ -8,6 +8,7 @@ gateway must notice also appends a row to ``change_log`` in the same transaction
 from __future__ import annotations
 
 import enum
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +64,15 @@ class Backend(Timestamped, Base):
     read_timeout: Mapped[float] = mapped_column(Float, default=30.0)
     preserve_host: Mapped[bool] = mapped_column(Boolean, default=False)
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # A pool of instances and how calls reach them (docs/gateway.md, "Backend pools").
+    targets: Mapped[list[Any]] = mapped_column(default=list)
+    balance: Mapped[str] = mapped_column(String(30), default="round-robin")
+    health_check: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    circuit_breaker: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    tls: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    max_idle_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    max_requests: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class NamedValue(Timestamped, Base):
@@ -217,22 +227,63 @@ class Subscription(Timestamped, Base):
     product: Mapped[Product] = relationship(lazy="joined")
 
 
+LATENCY_BUCKETS = 18
+"""Latency bucket ``i`` counts calls that took ``[2**(i-2), 2**(i-1))`` ms; bucket 0 is
+``[0, 0.5)`` ms and bucket 17 everything from 32 768 ms (about 33 s) on."""
+LATENCY_BOUNDS: tuple[float, ...] = tuple(2.0 ** (i - 2) for i in range(1, LATENCY_BUCKETS))
+"""The lower bound (ms) of buckets 1..17, i.e. the upper bound of buckets 0..16."""
+LATENCY_COLUMNS = tuple(f"latency_{i}" for i in range(LATENCY_BUCKETS))
+
+
+def latency_bucket(latency_ms: float) -> int:
+    """The log-spaced (powers of two) latency bucket of one call: a float exponent, no search."""
+    if latency_ms < 0.5:
+        return 0
+    return min(math.frexp(latency_ms)[1] + 1, LATENCY_BUCKETS - 1)
+
+
+def _latency_column() -> Mapped[int]:
+    return mapped_column(Integer, default=0, server_default="0")
+
+
 class Usage(Base):
-    """Calls per subscription x API x minute x status class (1..5), with byte and latency sums.
+    """Calls per subscription x API x minute x status class (1..5), with byte and latency sums
+    and the calls per latency bucket (``latency_0`` ... ``latency_17``, see
+    :func:`latency_bucket`), from which the portal estimates latency percentiles.
 
     ``subscription_id`` is 0 for calls to open APIs made without a key. No foreign keys: usage is
-    a fact table that outlives deleted subscriptions and APIs.
+    a fact table that outlives deleted subscriptions and APIs. Rows written before migration
+    0006 have no bucket counts (all 0).
     """
 
     __tablename__ = "usage"
     subscription_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     api_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    minute: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    # indexed for analytics across all traffic, which filter on time alone (migration 0006)
+    minute: Mapped[datetime] = mapped_column(DateTime, primary_key=True, index=True)
     status_class: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     calls: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_0: Mapped[int] = _latency_column()
+    latency_1: Mapped[int] = _latency_column()
+    latency_2: Mapped[int] = _latency_column()
+    latency_3: Mapped[int] = _latency_column()
+    latency_4: Mapped[int] = _latency_column()
+    latency_5: Mapped[int] = _latency_column()
+    latency_6: Mapped[int] = _latency_column()
+    latency_7: Mapped[int] = _latency_column()
+    latency_8: Mapped[int] = _latency_column()
+    latency_9: Mapped[int] = _latency_column()
+    latency_10: Mapped[int] = _latency_column()
+    latency_11: Mapped[int] = _latency_column()
+    latency_12: Mapped[int] = _latency_column()
+    latency_13: Mapped[int] = _latency_column()
+    latency_14: Mapped[int] = _latency_column()
+    latency_15: Mapped[int] = _latency_column()
+    latency_16: Mapped[int] = _latency_column()
+    latency_17: Mapped[int] = _latency_column()
 
 
 class ChangeKind(enum.StrEnum):

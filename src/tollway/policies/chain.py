@@ -3,8 +3,8 @@
 Scopes apply from the general to the specific: global -> product -> API -> operation. Each
 policy kind declares its phase, its slot in the chain and how it merges
 (``tollway.policies.phases``): all ip-filters, rate limits, quotas and set-header edits of every
-scope apply; for cors, cache and timeout the most specific one wins; for request-size-limit the
-smallest.
+scope apply; for cors, cache, timeout and websocket the most specific one wins; for
+request-size-limit the smallest.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tollway.policies.ratelimit import LimitSpec, RateLimitPolicy
 from tollway.policies.registry import BuildContext
 from tollway.policies.setheader import SetHeaderPolicy
 from tollway.policies.timeout import TimeoutPolicy
+from tollway.policies.websocket import WebSocketPolicy
 
 Limiter = RateLimitPolicy | QuotaPolicy
 
@@ -40,6 +41,7 @@ class Chain:
     cache: CachePolicy | None = None
     timeout: float | None = None
     header_edits: tuple[SetHeaderPolicy, ...] = ()
+    websocket: WebSocketPolicy | None = None  # an upgraded session's limits
     # Static per chain, so not rebuilt per request: the limits' header specs in check order,
     # the quota behind each (None for rate limits), the RateLimit-Policy value, hide or not.
     limit_specs: tuple[LimitSpec, ...] = ()

@@ -21,6 +21,8 @@ LIMITS         rate-limit, quota     one store round trip for all of them; 429/4
 CACHE          cache                 a hit is answered by the gateway; a miss is stored
 REQUEST_EDIT   set-header            request headers for the backend (response edits after)
 FORWARD        timeout               the wait for the backend's response head
+SESSION        websocket             limits of an upgraded WebSocket session (idle, size,
+                                     lifetime, message rate): close codes, not answers
 =============  ====================  =======================================================
 
 After the response: set-header's response edits, CORS and RateLimit headers, the cache store,
@@ -43,6 +45,7 @@ class Phase(IntEnum):
     CACHE = 60
     REQUEST_EDIT = 70
     FORWARD = 80
+    SESSION = 90
 
 
 class Merge(Enum):

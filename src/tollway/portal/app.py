@@ -56,7 +56,11 @@ def _routes() -> list[Route | Mount]:
         Route(f"{SUB}/cancel", pages.cancel, methods=["POST"]),
         Route(f"{SUB}/usage", usage.usage_page),
         Route(f"{SUB}/usage.svg", usage.usage_chart),
+        Route(f"{SUB}/usage.csv", usage.usage_download),
         Route("/admin", admin.overview),
+        Route("/admin/analytics", usage.analytics_page),
+        Route("/admin/analytics.svg", usage.analytics_chart),
+        Route("/admin/analytics.csv", usage.analytics_download),
         Route(f"/admin{SUB}", admin.change_subscription, methods=["POST"]),
         Route("/admin/users/{user_id:int}", admin.change_user, methods=["POST"]),
         Route(

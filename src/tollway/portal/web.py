@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from tollway.db.models import User, UserRole
+from tollway.db.models import LATENCY_BOUNDS, User, UserRole
 from tollway.db.session import transaction
 from tollway.portal.limits import AttemptLimiter
 from tollway.portal.oidc import OidcClient
@@ -35,6 +35,25 @@ TEMPLATES = jinja2.Environment(
     autoescape=True,  # every template, whatever its extension
     undefined=jinja2.StrictUndefined,
 )
+
+
+def milliseconds(value: float | None) -> str:
+    """A latency for people: "0.42 ms", "12.3 ms", "1.25 s"; from the last bucket on, "≥"."""
+    if value is None:
+        return "-"
+    if value >= LATENCY_BOUNDS[-1]:
+        return f"≥ {LATENCY_BOUNDS[-1] / 1000:.1f} s"
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    return f"{value:.{0 if value >= 100 else 1 if value >= 1 else 2}f} ms"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
+
+
+TEMPLATES.filters["ms"] = milliseconds
+TEMPLATES.filters["percent"] = percent
 
 
 @dataclass

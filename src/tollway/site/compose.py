@@ -31,6 +31,9 @@ def readiness(gateway: Gateway) -> tuple[bool, dict[str, object]]:
         "usage_buffered_rows": len(gateway.usage.rows),
         "usage_dropped_calls": gateway.usage.dropped,
     }
+    # each HTTP backend's targets (health, circuit breaker), as this process sees them
+    described = (backend.describe() for backend in gateway.state.backends.values())
+    report["backends"] = dict(entry for entry in described if entry is not None)
     return ok, report
 
 

@@ -25,14 +25,16 @@ from tollway.db.session import make_engine, session_factory
 from tollway.gateway.exchange.hosting import take_over_host
 from tollway.gateway.exchange.policed import PolicedExchange, body_too_large, send_preflight
 from tollway.gateway.exchange.policing import Pending, Policing, Preflight
+from tollway.gateway.exchange.websocket import serve_websocket
 from tollway.gateway.recording import accesslog
 from tollway.gateway.recording.usage import UsageBuffer, write_usage
 from tollway.gateway.snapshot.refresh import StateLoader
 from tollway.gateway.snapshot.routing import normalise_path
 from tollway.gateway.snapshot.state import EMPTY_STATE, GatewayState, Route, retired_backends
 from tollway.gateway.upstream.backends import BodyFraming, ResponseAborted, UpstreamRequest
-from tollway.gateway.upstream.client import UpstreamError, UpstreamTimeout
+from tollway.gateway.upstream.client import NoTargetAvailable, UpstreamError, UpstreamTimeout
 from tollway.gateway.upstream.forwarding import prepare_request, take_query_key
+from tollway.gateway.upstream.pool import backend_unavailable
 from tollway.policies.base import Reject, RequestContext
 from tollway.policies.chain import EMPTY_CHAIN, Chain
 from tollway.policies.limits import collect_limits
@@ -142,7 +144,7 @@ class Gateway:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1003})
+            await serve_websocket(self, scope, receive, send)  # (gateway/exchange/websocket.py)
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path") or quote(scope["path"]).encode()
@@ -393,6 +395,10 @@ class Gateway:
             logger.warning("api %s: %s", route.name, exc)
             await problems.send_problem(send, problems.BACKEND_TIMEOUT)
             return 504, 0, 0
+        except NoTargetAvailable as exc:  # (before UpstreamError, its base class)
+            reject = backend_unavailable(exc)
+            await problems.send_problem(send, reject.problem, reject.detail, headers=reject.headers)
+            return 503, 0, 0
         except UpstreamError as exc:
             logger.warning("api %s: %s", route.name, exc)
             await problems.send_problem(send, problems.BACKEND_UNREACHABLE)

@@ -9,6 +9,12 @@ subscription's id (never its key)::
 
     203.0.113.7 "GET /names" 200 1.2ms sub=3
     203.0.113.7 "POST /portal/signin" 303 25.0ms
+
+A WebSocket session is one API call with status 101 (its latency: how long it lasted), followed
+by a line with its close code and the messages each way::
+
+    203.0.113.7 "GET /live" 101 5234.0ms sub=3
+    203.0.113.7 "WEBSOCKET /live" closed 1000 messages in=4 out=120 sub=3
 """
 
 from __future__ import annotations
@@ -50,6 +56,21 @@ def api_call(
         prefix,
         status,
         latency_ms,
+        subscription_id,
+    )
+
+
+def websocket_session(
+    client: str, prefix: str, code: int, messages_in: int, messages_out: int, subscription_id: int
+) -> None:
+    """The line after a WebSocket session's call line: how it closed, its messages each way."""
+    logger.info(
+        '%s "WEBSOCKET %s" closed %d messages in=%d out=%d sub=%d',
+        client or "-",
+        prefix,
+        code,
+        messages_in,
+        messages_out,
         subscription_id,
     )
 

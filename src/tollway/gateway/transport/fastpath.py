@@ -47,11 +47,13 @@ from tollway.gateway.upstream.backends import (
     UpstreamRequest,
 )
 from tollway.gateway.upstream.client import (
+    NoTargetAvailable,
     StaleConnection,
     UpstreamConnection,
     UpstreamError,
     UpstreamTimeout,
 )
+from tollway.gateway.upstream.pool import backend_unavailable
 from tollway.policies.base import Reject
 from tollway.policies.cache import CacheCapture, hit_answer
 from tollway.stores.base import CachedResponse
@@ -262,7 +264,7 @@ class FastExchange:
         self.sent_at = 0.0
         self.pending_policy: Pending | None = None
         self.client_ip = ""
-        self.read_timeout = self.backend.origin.read_timeout
+        self.read_timeout = self.backend.read_timeout
         self.head_timeout: float | None = None  # the timeout policy: forwarding -> head
         self.sent_body: list[bytes] | None = []  # what went upstream, kept for a replay
         self.max_body = 0
@@ -334,7 +336,7 @@ class FastExchange:
         self.head = self.backend.request_head(request)
         if client.expect_100_continue and self.framing != BodyFraming.NONE:
             client.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        connection = self.backend.origin.take_idle()
+        connection = self.backend.take_idle()
         if connection is None:
             self.connect()
         else:
@@ -346,7 +348,7 @@ class FastExchange:
 
     async def _connect(self) -> None:
         try:
-            connection = await self.backend.origin.connect()
+            connection = await self.backend.connect()
         except UpstreamError as exc:
             self.fail_before_response(exc)
             return
@@ -363,11 +365,12 @@ class FastExchange:
         if transport is None or connection.closed:
             self.upstream_failed(StaleConnection("pooled connection already closed"))
             return
+        head = self.backend.head_for(connection, self.head)
         if self.pending:
-            transport.write(self.head + b"".join(self.pending))
+            transport.write(head + b"".join(self.pending))
             self.pending = []
         else:
-            transport.write(self.head)
+            transport.write(head)
         loop = connection.loop
         self.sent_at = loop.time()
         if self.watch is None:
@@ -462,7 +465,7 @@ class FastExchange:
         connection, self.upstream = self.upstream, None
         if connection is not None:
             connection.sink = None
-            self.backend.origin.release(connection)
+            self.backend.release(connection)
         capture = self.capture
         if capture is not None and capture.storable:
             # Stored after the response went out: the client is not kept waiting for the store
@@ -526,6 +529,9 @@ class FastExchange:
         self.respond_reject(body_too_large(None, self.max_body))
 
     def fail_before_response(self, error: UpstreamError) -> None:
+        if isinstance(error, NoTargetAvailable):
+            self.respond_reject(backend_unavailable(error))
+            return
         logger.warning("api %s: %s", self.route.name, error)
         timeout = isinstance(error, UpstreamTimeout)
         self.respond_problem(problems.BACKEND_TIMEOUT if timeout else problems.BACKEND_UNREACHABLE)

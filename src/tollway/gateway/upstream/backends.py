@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -16,11 +17,12 @@ from urllib.parse import unquote_to_bytes, urlsplit
 from tollway.errors import UserError
 from tollway.gateway.upstream.client import (
     Exchange,
-    Origin,
     StaleConnection,
+    UpstreamConnection,
     UpstreamError,
     UpstreamTimeout,
 )
+from tollway.gateway.upstream.pool import Pool, PoolSettings, tls_context
 from tollway.types import ASGIApp, Headers, Message, Receive, Scope, Send
 
 logger = logging.getLogger("tollway.gateway")
@@ -94,38 +96,96 @@ class BackendTarget(Protocol):
 
     async def shutdown(self) -> None: ...
 
+    def describe(self) -> tuple[str, list[dict[str, object]]] | None:
+        """The backend's name and its targets' health and circuit state (``/-/ready``)."""
+
 
 def filter_response_headers(headers: Headers) -> Headers:
     return [(name, value) for name, value in headers if name not in HOP_BY_HOP]
 
 
 class HttpBackend:
-    """Forwards over pooled keep-alive HTTP/1.1 connections to a base URL."""
+    """Forwards over pooled keep-alive HTTP/1.1 connections to a pool of base URLs (targets).
+
+    The transports ask it for a connection (:meth:`take_idle`, else :meth:`connect`, which may
+    raise :class:`~tollway.gateway.upstream.client.NoTargetAvailable`), write
+    :meth:`head_for` that connection and give it back with :meth:`release`.
+    """
 
     def __init__(
         self,
-        url: str,
+        name: str,
+        settings: PoolSettings,
         *,
         connect_timeout: float,
         read_timeout: float,
         preserve_host: bool,
         headers: Headers,
     ) -> None:
-        self.origin = Origin(url, connect_timeout=connect_timeout, read_timeout=read_timeout)
-        origin = self.origin
-        # "http://backend:8000/base" as the backend writes it in its own redirects
-        self._own_url = (
-            f"{urlsplit(url).scheme}://".encode() + origin.host_header + origin.base_path
+        self.name = name
+        self.read_timeout = read_timeout
+        self.unusable: str | None = None  # TLS files that could not be loaded, say which
+        ssl_context = None
+        tls = settings.tls
+        if tls is not None and any(urlsplit(url).scheme == "https" for url, _ in settings.targets):
+            if not tls.verify:
+                logger.warning(
+                    "backend %s: TLS certificate verification is off (tls.verify: false)", name
+                )
+            try:
+                ssl_context = tls_context(tls)
+            except (OSError, ValueError) as exc:  # (ssl.SSLError is an OSError)
+                self.unusable = f"backend {name!r}: its TLS settings cannot be used: {exc}"
+                logger.error("%s", self.unusable)
+        self.pool = Pool(
+            name,
+            settings,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            ssl_context=ssl_context,
         )
+        self.origin = self.pool.primary  # the head is written for it (head_for: other targets)
+        # A pooled connection to the target this call goes to, or None (then connect()); and
+        # giving it back. With one target that never leaves rotation, straight to its Origin.
+        single = self.pool.single
+        self.take_idle: Callable[[], UpstreamConnection | None] = (
+            single.take_idle if single is not None else self.pool.take_idle
+        )
+        self.release: Callable[[UpstreamConnection], None] = (
+            single.release if single is not None else self.pool.release
+        )
+        # "http://backend:8000/base" as each target writes it in its own redirects
+        self._own_urls = [
+            f"{urlsplit(target.url).scheme}://".encode() + target.host_header + target.base_path
+            for target in self.pool.targets
+        ]
         self.preserve_host = preserve_host
         self.extra_headers = headers
         self._extra_names = frozenset(name for name, _ in headers)
 
     async def startup(self) -> None:
-        return None
+        self.pool.start(b"".join(b"%b: %b\r\n" % header for header in self.extra_headers))
 
     async def shutdown(self) -> None:
-        self.origin.close()
+        await self.pool.stop()
+
+    def describe(self) -> tuple[str, list[dict[str, object]]] | None:
+        return self.name, self.pool.describe()
+
+    # connections, for both transports ---------------------------------------------------------
+    async def connect(self) -> UpstreamConnection:
+        """A new connection; raises NoTargetAvailable when every target is out of rotation."""
+        if self.unusable is not None:
+            raise UpstreamError(self.unusable)
+        return await self.pool.connect()
+
+    def head_for(self, connection: UpstreamConnection, head: bytes) -> bytes:
+        """``head`` (from :meth:`request_head`) with the Host of the connection's target."""
+        target = connection.owner
+        if target is self.origin or target is None or self.preserve_host:
+            return head
+        old = b"\r\nhost: " + self.origin.host_header + b"\r\n"
+        return head.replace(old, b"\r\nhost: " + target.host_header + b"\r\n", 1)
 
     def client_location(self, location: bytes, prefix: bytes) -> bytes:
         """A redirect to the backend's own URL, moved under the API's prefix on the gateway.
@@ -134,11 +194,11 @@ class HttpBackend:
         ``/api/x``, so a client never gets sent round the gateway (or to an address it cannot
         reach). Other locations pass unchanged.
         """
-        own = self._own_url
-        if location.startswith(own):
-            rest = location[len(own) :]
-            if not rest or rest[:1] in (b"/", b"?", b"#"):
-                return prefix + (rest if rest[:1] == b"/" else b"/" + rest)
+        for own in self._own_urls:
+            if location.startswith(own):
+                rest = location[len(own) :]
+                if not rest or rest[:1] in (b"/", b"?", b"#"):
+                    return prefix + (rest if rest[:1] == b"/" else b"/" + rest)
         return location
 
     def client_headers(self, headers: Headers, prefix: bytes) -> Headers:
@@ -182,10 +242,16 @@ class HttpBackend:
         try:
             async with asyncio.timeout(request.head_timeout):
                 for attempt in (1, 2):
-                    connection = self.origin.take_idle() or await self.origin.connect()
-                    exchange = Exchange(self.origin, connection, head_only=request.method == "HEAD")
+                    # (the retry after a stale pooled connection takes a new one, as the fast path)
+                    connection = (
+                        self.take_idle() if attempt == 1 else None
+                    ) or await self.connect()
+                    origin = connection.owner
+                    assert origin is not None
+                    exchange = Exchange(origin, connection, head_only=request.method == "HEAD")
                     try:
-                        bytes_in = await self._send_request(exchange, head, request, first, receive)
+                        sent = self.head_for(connection, head)
+                        bytes_in = await self._send_request(exchange, sent, request, first, receive)
                         status, headers = await exchange.response_head()
                         break
                     except StaleConnection:
@@ -196,11 +262,12 @@ class HttpBackend:
                         exchange.abort()
                         raise
         except TimeoutError:
-            if exchange is not None:
-                exchange.abort()
-            raise UpstreamTimeout(
+            error = UpstreamTimeout(
                 f"the backend sent no response head within {request.head_timeout}s"
-            ) from None
+            )
+            if exchange is not None:
+                exchange.abort_with(error)  # (a timeout counts against the target)
+            raise error from None
         assert exchange is not None
         return await self._stream_response(
             exchange, request, status, headers, bytes_in, send, receive
@@ -304,6 +371,15 @@ class AppBackend:
         if self._lifespan is not None:
             await self._lifespan.shutdown()
 
+    def describe(self) -> tuple[str, list[dict[str, object]]] | None:
+        return None
+
+    def lifespan_state(self) -> dict[str, object] | None:
+        """A copy of the state the app's lifespan set up, for a request's scope."""
+        if self._lifespan is None or self._lifespan.state is None:
+            return None
+        return dict(self._lifespan.state)
+
     async def forward(
         self, request: UpstreamRequest, receive: Receive, send: Send
     ) -> ForwardResult:
@@ -328,8 +404,8 @@ class AppBackend:
             "server": client_scope.get("server"),
             "extensions": {},
         }
-        if self._lifespan is not None and self._lifespan.state is not None:
-            scope["state"] = dict(self._lifespan.state)
+        if (state := self.lifespan_state()) is not None:
+            scope["state"] = state
         result = ForwardResult(0, 0, 0)
         started = False
         deadline: asyncio.Timeout | None = None
