@@ -28,7 +28,7 @@ def test_the_forms_and_what_they_name(tmp_path: Path) -> None:
     cluster = parse("redis+cluster://app:pw@h1:7000,[::1]:7001")
     assert (cluster.mode, cluster.nodes) == ("cluster", [("h1", 7000), ("::1", 7001)])
     assert cluster.auth == {"username": "app", "password": "pw"}
-    single = parse(f"rediss://h:6380/0?ssl_ca_certs={ca}&ssl_cert_reqs=Required&socket_timeout=2")
+    single = parse(f"rediss://h:6380/0?ssl_ca_certs={ca}&ssl_cert_reqs=required&socket_timeout=2")
     assert single.ssl == {"ssl": True, "ssl_ca_certs": str(ca), "ssl_cert_reqs": "required"}
 
 
@@ -39,6 +39,7 @@ def test_the_forms_and_what_they_name(tmp_path: Path) -> None:
         ("redis://:s3cret@h:6379/0?ssl_ca_certs=/ca.pem", "ssl_ca_certs needs TLS: use rediss://"),
         ("rediss://:s3cret@h:6380/0?ssl_ca_certs=/no/such.pem", "no such file '/no/such.pem'"),
         ("rediss://:s3cret@h:6380/0?ssl_cert_reqs=maybe", "ssl_cert_reqs must be one of"),
+        ("rediss://:s3cret@h:6380/0?ssl_cert_reqs=Required", "ssl_cert_reqs must be one of"),
         ("rediss://:s3cret@h:6380/0?ssl_ca_cert=/ca.pem", "unknown Redis URL option 'ssl_ca_cert'"),
         ("redis+sentinel://:s3cret@h:26379", "needs the master name after the hosts"),
         ("redis+sentinel://:s3cret@h/orders", "hosts as host:port"),

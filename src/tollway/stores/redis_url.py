@@ -149,9 +149,9 @@ def _options(query: str, tls: bool, mode: str) -> dict[str, dict[str, Any]]:
                 raise BadRedisURL(f"Redis URL option {name}: no such file {value!r}")
             ssl[name] = value
         elif name == "ssl_cert_reqs":
-            if value.lower() not in CERT_REQS:
+            if value not in CERT_REQS:  # (as redis-py reads it: lower case)
                 raise BadRedisURL(f"ssl_cert_reqs must be one of {', '.join(CERT_REQS)}")
-            ssl[name] = value.lower()
+            ssl[name] = value
         else:
             if value.lower() not in BOOLEANS:
                 raise BadRedisURL(f"{name} must be true or false")
