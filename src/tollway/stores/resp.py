@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 from redis.exceptions import RedisError
@@ -139,12 +139,13 @@ class RespClient:
     def from_url(cls, url: str, tls: ssl.SSLContext | None = None) -> RespClient:
         """For ``redis://`` or (with ``tls``) ``rediss://host:port/db`` URLs."""
         parts = urlsplit(url)
+        db = parse_qs(parts.query).get("db", [parts.path.strip("/") or "0"])[0]  # (as redis-py)
         if parts.scheme != ("rediss" if tls else "redis"):
             raise ValueError(f"the lean client does not speak {parts.scheme}:// (TLS: {bool(tls)})")
         return cls(
             parts.hostname or "127.0.0.1",
             parts.port or 6379,
-            db=int(parts.path.lstrip("/") or 0),
+            db=int(db),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             tls=tls,
