@@ -101,8 +101,10 @@ def serve(
     """Run the gateway (applies pending migrations first)."""
     from tollway.server import configure_logging
     from tollway.server import serve as run
+    from tollway.stores import check_store_url
 
     settings = load_settings(host=host, port=port)
+    check_store_url(settings.redis_url)
     with store(settings):
         pass
     configure_logging()
