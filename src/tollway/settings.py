@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field(
         "memory://",
-        description="Where counters and the cache live: memory:// (one process) or redis://...",
+        description="Where counters and the cache live: memory:// (one process), redis://, "
+        "rediss:// (TLS), redis+sentinel:// or redis+cluster:// (docs/configuration.md).",
     )
     limits_fail_closed: bool = Field(
         False,

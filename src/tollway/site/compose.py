@@ -1,8 +1,9 @@
 """The composition root: the gateway with Tollway's own pages mounted on reserved prefixes.
 
-``/docs`` (API catalogue and Swagger UI), ``/-/`` (health, readiness, problem pages) and
-``/portal``. Kept apart from :class:`~tollway.gateway.exchange.gateway.Gateway`, the hot-path
-class, so the gateway imports nothing of the pages it serves.
+``/docs`` (API catalogue and Swagger UI), ``/-/`` (health, readiness, problem pages),
+``/portal`` and the admin API (``/admin/api/v1``). Kept apart from
+:class:`~tollway.gateway.exchange.gateway.Gateway`, the hot-path class, so the gateway imports
+nothing of the pages it serves.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from tollway.admin import create_admin_api
 from tollway.gateway.exchange.gateway import Gateway
 from tollway.gateway.recording.metrics import Readings
 from tollway.gateway.upstream.backends import HttpBackend
@@ -65,15 +67,23 @@ def create_gateway(
     engine: Engine | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Gateway:
-    """Build the gateway with its own pages mounted (``/docs``, ``/-/``, ``/portal``)."""
+    """Build the gateway with its own pages (``/docs``, ``/-/``, ``/portal``, ``/admin``)."""
     gateway = Gateway(settings, engine=engine, clock=clock)
     gateway.mount("/docs", create_docs_app(lambda: gateway.state))
     gateway.observer.probe = lambda: metric_readings(gateway)
     gateway.mount(
         "/-", create_internal_app(lambda: readiness(gateway), gateway.observer.exposition)
     )
+    admin_api = create_admin_api(settings, gateway.sessions, counters=gateway.counters, clock=clock)
+    gateway.mount("/admin", admin_api)
     gateway.mount(
         "/portal",
-        create_portal(settings, gateway.sessions, counters=gateway.counters, clock=clock),
+        create_portal(
+            settings,
+            gateway.sessions,
+            counters=gateway.counters,
+            clock=clock,
+            admin_api=admin_api,
+        ),
     )
     return gateway
