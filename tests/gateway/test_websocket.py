@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tollway.config.export import export_config
 from tollway.config.loader import ConfigError, load_config
 from tollway.db.session import session_factory, transaction
+from tollway.gateway.calltrace import parse_traceparent
 from tollway.gateway.exchange.gateway import Gateway
 from tollway.samples import live
 from tollway.services import subscriptions, users
@@ -162,6 +163,9 @@ async def test_messages_flow_both_ways_and_closes_pass_on(
             assert "x-api-key" not in seen["headers"]
             assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"
             assert seen["headers"]["x-forwarded-prefix"] == f"/{api}"
+            # the session's request id (also on the 101) and trace context reach the backend
+            assert seen["headers"]["x-request-id"] == s.response.headers["x-request-id"]
+            assert parse_traceparent(seen["headers"]["traceparent"].encode()) is not None
             # the backend closes: the client gets its code and reason
             await s.send("close 4001 bye now")
             assert await closed_with(s) == (4001, "bye now")
@@ -181,6 +185,35 @@ async def test_messages_flow_both_ways_and_closes_pass_on(
     assert f'"GET /{api}" 101' in logged  # the access line of each session
     assert f'"WEBSOCKET /{api}" closed 4001 messages in=4 out=3' in logged
     assert keys.secondary not in logged and keys.primary not in logged
+
+
+async def test_a_session_is_one_json_access_line_with_its_close_and_messages(
+    transport: str,
+    sqlite_engine: Engine,
+    sqlite_url: str,
+    live_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = live_config(live_url)
+    keys = subscribe(sqlite_engine, config)
+    caplog.set_level(logging.INFO, logger="tollway.access")
+    settings = {"access_log": "json"}
+    async with gateway_on(transport, sqlite_engine, sqlite_url, config, **settings) as (_, base):
+        async with open_ws(base, "/live/ws/echo", keys.primary) as s:
+            await s.send("hello")
+            assert await s.recv() == "hello"
+            request_id = s.response.headers["x-request-id"]
+            await s.send("close 4001 bye now")
+            assert await closed_with(s) == (4001, "bye now")
+
+        def lines() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.name == "tollway.access"]
+
+        await poll(lambda: len(lines()) == 1, "no access line for the session")
+    (entry,) = [json.loads(line) for line in lines()]  # one line, and it is JSON
+    assert entry["status"] == 101 and entry["request_id"] == request_id
+    assert entry["websocket"] == {"close_code": 4001, "messages_in": 2, "messages_out": 1}
+    assert keys.primary not in lines()[0]
 
 
 async def test_upgrades_are_admitted_like_calls(

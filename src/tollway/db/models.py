@@ -26,7 +26,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -51,7 +51,22 @@ class Timestamped:
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
-class Backend(Timestamped, Base):
+class Versioned:
+    """A row with a version, raised by every ORM update (the admin API's ETag).
+
+    SQLAlchemy writes ``UPDATE ... WHERE version = <the version read>``, so of two transactions
+    that read the same version, the second to write fails (``StaleDataError``): nobody
+    overwrites a change they did not see.
+    """
+
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
+
+
+class Backend(Versioned, Timestamped, Base):
     """Where an API's requests go: an HTTP(S) base URL or an in-process ASGI app."""
 
     __tablename__ = "backends"
@@ -75,7 +90,7 @@ class Backend(Timestamped, Base):
     max_requests: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
-class NamedValue(Timestamped, Base):
+class NamedValue(Versioned, Timestamped, Base):
     """A named string usable as ``{{name}}``; secret ones are stored encrypted."""
 
     __tablename__ = "named_values"
@@ -85,7 +100,7 @@ class NamedValue(Timestamped, Base):
     secret: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class Api(Timestamped, Base):
+class Api(Versioned, Timestamped, Base):
     """A path prefix on the gateway, fronting one backend."""
 
     __tablename__ = "apis"
@@ -106,7 +121,7 @@ class Api(Timestamped, Base):
     backend: Mapped[Backend] = relationship(lazy="joined")
 
 
-class Product(Timestamped, Base):
+class Product(Versioned, Timestamped, Base):
     """A bundle of APIs that developers subscribe to."""
 
     __tablename__ = "products"
@@ -133,7 +148,7 @@ GLOBAL_POLICIES = "global_policies"
 """The :class:`GatewaySetting` row holding the policy list that applies to every API."""
 
 
-class GatewaySetting(Base):
+class GatewaySetting(Versioned, Base):
     """Gateway-wide configuration documents, such as the global policy list."""
 
     __tablename__ = "gateway_settings"
@@ -151,7 +166,7 @@ class UserState(enum.StrEnum):
     blocked = "blocked"
 
 
-class User(Timestamped, Base):
+class User(Versioned, Timestamped, Base):
     """A developer (API consumer) or an administrator."""
 
     __tablename__ = "users"
@@ -204,7 +219,7 @@ class SubscriptionState(enum.StrEnum):
     rejected = "rejected"
 
 
-class Subscription(Timestamped, Base):
+class Subscription(Versioned, Timestamped, Base):
     """A user's subscription to a product, holding a primary and a secondary key.
 
     Keys are stored only as SHA-256 digests (hex) plus a short display prefix.
@@ -300,3 +315,36 @@ class ChangeLog(Base):
     kind: Mapped[str] = mapped_column(String(20))
     entity_id: Mapped[int] = mapped_column(Integer, default=0)
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AdminToken(Base):
+    """A bearer token for the admin API (``twa_...``); only its SHA-256 digest is stored."""
+
+    __tablename__ = "admin_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(20))
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class AuditEntry(Base):
+    """One change, from any door: when, who (``token:NAME``, ``user:EMAIL``, ``cli``), from
+    where, what (entity, id, action) and the fields before/after, secrets masked.
+
+    Append-only: nothing in Tollway updates or deletes these rows.
+    """
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(400), index=True)
+    address: Mapped[str] = mapped_column(String(64), default="")
+    entity: Mapped[str] = mapped_column(String(40), index=True)
+    entity_id: Mapped[str] = mapped_column(String(400), default="")
+    action: Mapped[str] = mapped_column(String(40))
+    changes: Mapped[dict[str, Any]] = mapped_column(default=dict)

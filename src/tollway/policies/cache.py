@@ -109,11 +109,13 @@ class CachePolicy:
 
     def key(self, ctx: RequestContext, query: bytes) -> str | None:
         """The base key of this request, or None when the cache must not be used for it."""
+        ctx.cache = "bypass"  # (what the call's metrics count: "miss" or "hit" once looked up)
         if ctx.method not in ("GET", "HEAD"):
             return None
         credentials = [ctx.header(name) for name in CREDENTIALS]
         if not self.allow_private and any(value is not None for value in credentials):
             return None
+        ctx.cache = "miss"
         pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
         kept = sorted(p for p in pairs if self.all_query or p[0] in self.query)
         host = (ctx.header(b"host") or b"").lower()
@@ -147,6 +149,7 @@ class CachePolicy:
             return None
         if hit is None or marker_names(hit) is not None:
             return None
+        ctx.cache = "hit"
         return hit
 
     def capture(self, ctx: RequestContext, key: str) -> CacheCapture | None:

@@ -8,8 +8,8 @@ request the backend gets; the response head the client gets (hop-by-hop headers 
 body accounting (the streamed request-size limit, the capture); the stale-connection replay
 rule; what an upstream failure becomes (504/502 problem, a cut-short response, 499 for a client
 that left); and the end: byte quotas, then **one** recording call, ``Gateway.record_exchange``,
-with the exchange itself as the record (status, bytes, latency, upstream latency, the problem
-the gateway answered with).
+with the exchange itself as the record (status, bytes, latency, and its ``CallTrace``: request
+id, upstream time, the problem the gateway answered with).
 
 The core does no I/O. The two transports subclass it and only move bytes: the fast transport
 (``gateway.transport.fastpath.FastExchange``, parser callbacks) and the ASGI transport
@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tollway import problems
+from tollway.gateway.calltrace import CallTrace
 from tollway.gateway.exchange.policing import Pending, Policing, Preflight
 from tollway.gateway.snapshot.state import GatewayState, Route
 from tollway.gateway.upstream.backends import (
     CLIENT_CLOSED,
-    HOP_BY_HOP,
+    NOT_PASSED_BACK,
     REPLAY_LIMIT,
     BodyFraming,
     UpstreamRequest,
@@ -110,6 +111,7 @@ class Gateway(Protocol):
         query: bytes,
         peer: str,
         scheme: str,
+        trace: CallTrace,
     ) -> Outcome: ...
 
     def record_exchange(self, exchange: ApiExchange) -> None: ...
@@ -120,10 +122,10 @@ class ApiExchange:
 
     Read by the recording call as the record of the whole exchange: ``route``, ``method``,
     ``subscription_id``, ``status`` (499 when the client left, the head's status when the
-    response was cut short), ``bytes_in``/``bytes_out``, ``latency_ms``, ``upstream_ms``
-    (forwarding -> response head; -1 when unknown), ``peer`` (the client, through trusted
-    proxies when known) and ``rejected`` (the problem the gateway answered with instead of the
-    backend: a refusal, or a 502/504; None otherwise).
+    response was cut short), ``bytes_in``/``bytes_out``, ``latency_ms``, ``peer`` (the client,
+    through trusted proxies when known), ``rejected`` (the refusal or 502/503/504 the gateway
+    answered with instead of the backend; None otherwise) and ``trace`` (``gateway/calltrace.py``:
+    request id, trace context, upstream time, the problem, the policies' context).
     """
 
     __slots__ = (
@@ -133,7 +135,6 @@ class ApiExchange:
         "bytes_out",
         "cache_key",
         "capture",
-        "forwarded_at",
         "framing",
         "gateway",
         "head_timeout",
@@ -150,13 +151,19 @@ class ApiExchange:
         "status",
         "subscription_id",
         "too_large",
-        "upstream_ms",
+        "trace",
     )
 
     def __init__(
-        self, gateway: Gateway, route: Route, method: str, peer: tuple[str, int] | None
+        self,
+        gateway: Gateway,
+        route: Route,
+        method: str,
+        peer: tuple[str, int] | None,
+        trace: CallTrace,
     ) -> None:
         self.started = time.perf_counter()
+        self.trace = trace  # request id, trace context, upstream time, the gateway's problem
         self.gateway = gateway
         self.route = route
         self.method = method
@@ -176,8 +183,6 @@ class ApiExchange:
         self.body_complete = False  # the client's whole request body is in
         self.too_large = False  # a streamed body crossed the size limit
         self.replayed = False
-        self.forwarded_at = 0.0
-        self.upstream_ms = -1.0
         self.latency_ms = 0.0
         self.rejected: Reject | None = None
 
@@ -196,6 +201,7 @@ class ApiExchange:
             query,
             peer[0] if isinstance(peer, tuple) else "",
             scheme,
+            self.trace,
         )
         if isinstance(outcome, Admission):
             self.admission = outcome
@@ -251,7 +257,6 @@ class ApiExchange:
         policy = self.policy
         if policy is not None and policy.chain.edit_request_hooks:
             admission.headers = policy.chain.edit_request(admission.headers, policy.ctx)
-        self.forwarded_at = time.perf_counter()
         return admission.headers
 
     def upstream_request(self, rest: bytes, scope: Scope) -> UpstreamRequest:
@@ -269,6 +274,7 @@ class ApiExchange:
             scope,
             self.route.prefix_bytes,
             self.head_timeout,
+            self.trace,
         )
 
     # the gateway's own answers ----------------------------------------------------------------
@@ -285,6 +291,7 @@ class ApiExchange:
         if base.response_headers_hooks:
             headers += base.response_headers(self.request_headers)
         self.status, self.rejected = status, reject
+        self.trace.problem = reject.problem
         return status, headers, body
 
     def cached_answer(self, hit: CachedResponse) -> Answer:
@@ -301,11 +308,9 @@ class ApiExchange:
         ``Location`` moved under the API's prefix, marked and kept by the cache's capture,
         then the chain's edits (set-header, CORS, RateLimit)."""
         self.status = status
-        if self.forwarded_at:
-            self.upstream_ms = (time.perf_counter() - self.forwarded_at) * 1000
         clean: Headers = []
         for name, value in headers:
-            if name in HOP_BY_HOP:
+            if name in NOT_PASSED_BACK:
                 continue
             if name == b"location":
                 relocate = getattr(self.route.backend, "client_location", None)
@@ -319,7 +324,7 @@ class ApiExchange:
         if policy is not None:
             clean = policy.edit_response(clean)
             if policy.chain.edit_response_hooks:  # (an edit cannot add a hop-by-hop header)
-                clean = [(n, v) for n, v in clean if n not in HOP_BY_HOP]
+                clean = [(n, v) for n, v in clean if n not in NOT_PASSED_BACK]
         return clean
 
     def body_in(self, size: int) -> bool:

@@ -25,12 +25,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from tollway import problems
 from tollway.crypto import SecretBox
 from tollway.db.session import make_engine, session_factory
+from tollway.gateway.calltrace import CallTrace
 from tollway.gateway.exchange.asgi import AsgiExchange
 from tollway.gateway.exchange.core import Admission, ApiExchange, Denied, Outcome, body_too_large
 from tollway.gateway.exchange.hosting import take_over_host
 from tollway.gateway.exchange.policing import Pending, Policing, Preflight
 from tollway.gateway.exchange.websocket import serve_websocket
 from tollway.gateway.recording import accesslog
+from tollway.gateway.recording.observe import Observer
 from tollway.gateway.recording.usage import UsageBuffer, write_usage
 from tollway.gateway.snapshot.refresh import StateLoader
 from tollway.gateway.snapshot.routing import normalise_path
@@ -86,6 +88,7 @@ class Gateway:
             settings.redis_url, cache_bytes=settings.cache_bytes
         )
         self.policing = Policing(self.counters, fail_closed=settings.limits_fail_closed)
+        self.observer = Observer(settings)  # metrics, access log, spans (recording/observe.py)
         self.mounts: dict[bytes, ASGIApp] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -116,8 +119,10 @@ class Gateway:
         raw = scope.get("raw_path") or quote(scope["path"]).encode()
         path = normalise_path(raw)
         match = None if path is None else self.state.routes.match(path)
+        trace = CallTrace(match[1] if match is not None else path or raw)  # (observability)
+        send = trace.stamping(send, scope["headers"])  # X-Request-ID on every response
         if match is not None:
-            await self.handle_api(match[0], match[1], scope, receive, send)
+            await self.handle_api(match[0], match[1], scope, receive, send, trace)
             return
         if not self.settings.access_log:
             await self._serve_own(path, scope, receive, send)
@@ -127,7 +132,10 @@ class Gateway:
         async def own(scope: Scope, receive: Receive, send: Send) -> None:
             await self._serve_own(path, scope, receive, send)
 
-        await accesslog.serve_logged(own, scope, receive, send, client, path or raw)
+        json_log = self.observer.json_log
+        await accesslog.serve_logged(
+            own, scope, receive, send, client, path or raw, trace, json_log
+        )
 
     async def _serve_own(
         self, path: bytes | None, scope: Scope, receive: Receive, send: Send
@@ -157,6 +165,7 @@ class Gateway:
         query: bytes,
         peer: str,
         scheme: str,
+        trace: CallTrace,
     ) -> Outcome:
         """Decide whether a request may go to the route's backend (no I/O, no awaiting).
 
@@ -174,8 +183,9 @@ class Gateway:
                 op_key = (operation.method, operation.template)
         policies = self.state.policies
         base = policies.chain(route.api_id, op_key, None)
-        prepared = prepare_request(headers, peer, scheme, route.key_header, self.trust)
+        prepared = prepare_request(headers, peer, scheme, route.key_header, self.trust, trace)
         ctx = RequestContext(method, rest, headers, prepared.client, route.api_id, 0.0)
+        trace.ctx = ctx  # (what the recording reads: grant, cache result)
         if base.answer_preflight_hooks and method == "OPTIONS":
             preflight = base.answer_preflight(ctx)
             if preflight is not None:
@@ -228,30 +238,37 @@ class Gateway:
         return self.policing.apply_limits(pending)
 
     async def handle_api(
-        self, route: Route, rest: bytes, scope: Scope, receive: Receive, send: Send
+        self,
+        route: Route,
+        rest: bytes,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        trace: CallTrace,
     ) -> None:
         """An API call on the ASGI transport (the exchange core decides, ``exchange.asgi``
         passes the messages)."""
-        exchange = AsgiExchange(self, route, scope["method"], scope.get("client"))
+        exchange = AsgiExchange(self, route, scope["method"], scope.get("client"), trace)
         await exchange.run(rest, scope, receive, send)
 
     def record_exchange(self, exchange: ApiExchange) -> None:
         """The one recording call, for every API call on both transports, with the exchange as
-        the record (``ApiExchange``: status, bytes, latency, upstream latency, the problem the
-        gateway answered with): usage and, when enabled, an access-log line.
+        the record (``ApiExchange``: status, bytes, latency; its ``trace`` carries the upstream
+        time, the problem the gateway answered with and the request id): usage, then metrics,
+        access log and span (``recording/observe.py``).
 
         The log line names the client (as resolved through trusted proxies, when known) and the
         API, never the path's query string (it may carry the key).
         """
         route, sid, status = exchange.route, exchange.subscription_id, exchange.status
-        latency_ms = exchange.latency_ms
-        self.usage.record(
-            sid, route.api_id, status, exchange.bytes_in, exchange.bytes_out, latency_ms
-        )
-        if self.settings.access_log:
-            peer = exchange.peer
-            address = (peer if isinstance(peer, str) else peer[0]) if peer else ""
-            accesslog.api_call(address, exchange.method, route.prefix, status, latency_ms, sid)
+        bytes_in, bytes_out, latency_ms = exchange.bytes_in, exchange.bytes_out, exchange.latency_ms
+        self.usage.record(sid, route.api_id, status, bytes_in, bytes_out, latency_ms)
+        peer = exchange.peer
+        address = (peer if isinstance(peer, str) else peer[0]) if peer else ""
+        self.observer.call(
+            route, sid, status, bytes_in, bytes_out, latency_ms, exchange.method, address,
+            exchange.trace,
+        )  # fmt: skip
 
     # lifecycle ----------------------------------------------------------------------------------
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -282,6 +299,7 @@ class Gateway:
             asyncio.create_task(self._every(self.settings.usage_flush_interval, self.flush_usage)),
             asyncio.create_task(self._every(PRUNE_EVERY, self._prune)),
         ]
+        self.observer.start()
 
     async def shutdown(self) -> None:
         """Stop background work, write buffered usage, close backend connections."""
@@ -291,6 +309,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.observer.stop()
         await self.flush_usage()
         if self.usage.rows:
             lost = sum(int(row[0]) for row in self.usage.rows.values())

@@ -52,6 +52,7 @@ class Policing:
         self.counters = counters
         self.fail_closed = fail_closed
         self.store_failures = 0
+        self.fail_open_calls = 0  # calls let through while the store was down (metrics)
 
     def apply_limits(self, pending: Pending) -> Reject | None:
         """Check limits now if the store can answer without waiting; else leave them pending."""
@@ -91,6 +92,7 @@ class Policing:
             self.store_failures += 1
             if self.fail_closed:
                 return Reject(problems.LIMITS_UNAVAILABLE, headers=[(b"retry-after", b"1")])
+            self.fail_open_calls += 1
             return None  # fail open: the outage is logged once by the store
         return self._judge(limits, result, pending)
 

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from tollway import problems
+from tollway.gateway.calltrace import CallTrace
 from tollway.gateway.exchange.core import Answer, ApiExchange, Gateway
 from tollway.gateway.exchange.policing import Pending
 from tollway.gateway.exchange.websocket_session import POLICY, Session
@@ -76,6 +77,7 @@ class Upgrade:
         self.scope = scope
         self.send = send
         self.http_answers = HTTP_RESPONSE in (scope.get("extensions") or {})
+        self.trace = CallTrace()  # request id, trace context, notes for recording (calltrace.py)
 
     async def run(self, receive: Receive) -> None:
         gateway, scope = self.gateway, self.scope
@@ -90,7 +92,8 @@ class Upgrade:
                 await self.answer(Reject(problems.NOT_FOUND if loaded else problems.NOT_READY))
             return
         route, rest = match
-        exchange = ApiExchange(gateway, route, "GET", scope.get("client"))
+        self.trace.path = rest
+        exchange = ApiExchange(gateway, route, "GET", scope.get("client"), self.trace)
         if not await self.admit(exchange, rest):
             return
         admission, pending = exchange.admission, exchange.policy
@@ -111,6 +114,7 @@ class Upgrade:
         session = Session(upstream, limits, receive, self.send)
         try:
             headers = pending.edit_response([]) if pending is not None else []
+            headers.append((b"x-request-id", self.trace.request_id))
             accept = {"type": "websocket.accept", "subprotocol": upstream.subprotocol}
             await self.send({**accept, "headers": headers})
             await session.run()
@@ -156,6 +160,7 @@ class Upgrade:
             await self.send({"type": "websocket.close", "code": POLICY})
             return
         status, headers, body = answer
+        headers = [*headers, (b"x-request-id", self.trace.ensure(self.scope["headers"]))]
         await self.send_http({"type": "http.response.start", "status": status, "headers": headers})
         await self.send_http({"type": "http.response.body", "body": body})
 
@@ -181,6 +186,7 @@ class Upgrade:
             return
         headers = [(n, v) for n, v in refused.headers if n != b"content-length"]
         headers.append((b"content-length", str(len(refused.body)).encode()))
+        headers.append((b"x-request-id", self.trace.request_id))
         await self.send_http(
             {"type": "http.response.start", "status": refused.status, "headers": headers}
         )
@@ -194,8 +200,9 @@ class Upgrade:
         the access log's session line."""
         exchange.status = SWITCHED
         exchange.bytes_in, exchange.bytes_out = session.bytes_in, session.bytes_out
+        self.trace.websocket = (session.closed_with, session.messages_in, session.messages_out)
         exchange.end()
-        if self.gateway.settings.access_log:
+        if self.gateway.settings.access_log is True:  # (json: in the call's own line)
             peer = exchange.peer
             accesslog.websocket_session(
                 peer if isinstance(peer, str) else (peer[0] if peer else ""),

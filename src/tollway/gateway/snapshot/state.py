@@ -46,6 +46,7 @@ class Route:
     openapi: str | None
     published: bool
     product_ids: tuple[int, ...]
+    product_names: dict[int, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,11 @@ def _route(api: Api, backend: BackendTarget, config: ConfigData) -> Route:
         openapi=api.openapi,
         published=api.published,
         product_ids=config.products_of_api.get(api.id, ()),
+        product_names={
+            pid: config.product_policies[pid][0]
+            for pid in config.products_of_api.get(api.id, ())
+            if pid in config.product_policies
+        },
     )
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import httptools
 
+from tollway.gateway.calltrace import CallTrace
 from tollway.gateway.exchange.core import Answer, ApiExchange
 from tollway.gateway.snapshot.routing import normalise_path
 from tollway.gateway.snapshot.state import Route
@@ -206,7 +207,8 @@ class FastExchange(ApiExchange):
     def __init__(self, client: GatewayProtocol, route: Route) -> None:
         assert client.gateway is not None
         parser = client.parser
-        super().__init__(client.gateway, route, parser.get_method().decode("ascii"), client.client)
+        method = parser.get_method().decode("ascii")
+        super().__init__(client.gateway, route, method, client.client, CallTrace())
         self.client = client
         self.backend: HttpBackend = route.backend  # type: ignore[assignment]
         self.keep_alive = parser.should_keep_alive()
@@ -227,6 +229,7 @@ class FastExchange(ApiExchange):
     # request side ---------------------------------------------------------------------------
     def start(self, rest: bytes, query: bytes) -> None:
         client = self.client
+        self.trace.path = rest
         answer = self.admit_request(rest, client.headers, query, client.scheme or "http")
         if answer is not None:
             self.respond(answer)
@@ -295,6 +298,8 @@ class FastExchange(ApiExchange):
             transport.write(head)
         loop = connection.loop
         self.sent_at = loop.time()
+        self.trace.forwarded()
+        self.trace.forwarded()
         if self.watch is None:
             client = self.client
             if client.timeouts is None:
@@ -330,7 +335,8 @@ class FastExchange(ApiExchange):
 
     # response side (ResponseSink) ---------------------------------------------------------
     def upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        out = [STATUS_LINE[status]]
+        self.trace.responded()
+        out = [STATUS_LINE[status], b"x-request-id: ", self.trace.request_id, b"\r\n"]
         has_length = False
         for name, value in self.client_head(status, headers):
             if name == b"content-length":
@@ -443,7 +449,7 @@ class FastExchange(ApiExchange):
             # The client is waiting for "100 Continue" before sending its body; it may or may
             # not send it now (RFC 9110 §10.1.1), so the connection cannot be reused safely.
             self.keep_alive = False
-        out = [STATUS_LINE[status]]
+        out = [STATUS_LINE[status], b"x-request-id: ", self.trace.ensure(client.headers), b"\r\n"]
         for name, value in [*headers, *client.server_state.default_headers]:
             out += (name, b": ", value, b"\r\n")
         if not self.keep_alive:

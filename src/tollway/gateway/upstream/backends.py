@@ -15,6 +15,7 @@ from typing import Protocol
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from tollway.errors import UserError
+from tollway.gateway.calltrace import CallTrace
 from tollway.gateway.upstream.client import (
     Exchange,
     StaleConnection,
@@ -68,6 +69,7 @@ class UpstreamRequest:
     scope: Scope  # the client's scope (client, scheme, http_version, extensions)
     prefix: bytes = b""  # the API's path on the gateway (backend redirects are moved under it)
     head_timeout: float | None = None  # the timeout policy: forwarding -> response head
+    trace: CallTrace | None = None  # the call's ids and notes (upstream time), for recording
 
 
 class ResponseAborted(Exception):
@@ -100,8 +102,13 @@ class BackendTarget(Protocol):
         """The backend's name and its targets' health and circuit state (``/-/ready``)."""
 
 
+# Not passed back to the client: hop-by-hop headers, and the request id the gateway writes
+# itself (a backend's own would be a second, different one; gateway/calltrace.py).
+NOT_PASSED_BACK = HOP_BY_HOP | {b"x-request-id"}
+
+
 def filter_response_headers(headers: Headers) -> Headers:
-    return [(name, value) for name, value in headers if name not in HOP_BY_HOP]
+    return [(name, value) for name, value in headers if name not in NOT_PASSED_BACK]
 
 
 class HttpBackend:
@@ -239,6 +246,8 @@ class HttpBackend:
             not first.get("more_body", False) and len(first.get("body", b"")) <= REPLAY_LIMIT
         )
         exchange: Exchange | None = None
+        if request.trace is not None:
+            request.trace.forwarded()
         try:
             async with asyncio.timeout(request.head_timeout):
                 for attempt in (1, 2):
@@ -269,6 +278,8 @@ class HttpBackend:
                 exchange.abort_with(error)  # (a timeout counts against the target)
             raise error from None
         assert exchange is not None
+        if request.trace is not None:
+            request.trace.responded()
         return await self._stream_response(
             exchange, request, status, headers, bytes_in, send, receive
         )
@@ -409,6 +420,8 @@ class AppBackend:
         result = ForwardResult(0, 0, 0)
         started = False
         deadline: asyncio.Timeout | None = None
+        if request.trace is not None:
+            request.trace.forwarded()
 
         async def counting_receive() -> Message:
             message = await receive()
@@ -421,6 +434,8 @@ class AppBackend:
                 result.status = message["status"]
                 message = {**message, "headers": filter_response_headers(message["headers"])}
                 started = True
+                if request.trace is not None:
+                    request.trace.responded()
                 if deadline is not None:
                     deadline.reschedule(None)  # the read timeout covers the wait for a response
             elif message["type"] == "http.response.body":

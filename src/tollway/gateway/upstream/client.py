@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
@@ -339,6 +340,13 @@ class Origin:
         self.active = 0  # connections taken by calls in flight
         self.current = 0  # smooth weighted round-robin (pool.Pool)
         self._idle: list[UpstreamConnection] = []
+        self._live: weakref.WeakSet[UpstreamConnection] = weakref.WeakSet()  # (for metrics)
+        self.label = (self.host_header + self.base_path).decode()  # no credentials, no scheme
+
+    def pool_counts(self) -> tuple[int, int]:
+        """Connections open to this backend, and how many of them wait idle in the pool."""
+        open_ = sum(1 for connection in list(self._live) if not connection.closed)
+        return open_, sum(1 for connection in self._idle if not connection.closed)
 
     def take_idle(self) -> UpstreamConnection | None:
         """An idle keep-alive connection, if one is still open (and not idle for too long)."""
@@ -392,6 +400,7 @@ class Origin:
             ) from None
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamError(f"cannot connect to the backend: {exc.strerror or exc}") from None
+        self._live.add(protocol)
         return protocol
 
     def release(self, connection: UpstreamConnection) -> None:

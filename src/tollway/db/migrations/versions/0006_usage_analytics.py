@@ -1,7 +1,7 @@
 """usage: calls per latency bucket (latency_0 ... latency_17), an index on minute
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-02 12:00:00
 
 Bucket ``i`` counts the calls that took ``[2**(i-2), 2**(i-1))`` ms (bucket 0: under 0.5 ms,
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
