@@ -35,6 +35,7 @@ from tollway.gateway.upstream.backends import (
     REPLAY_LIMIT,
     BodyFraming,
     UpstreamRequest,
+    replayable,
 )
 from tollway.gateway.upstream.client import (
     NoTargetAvailable,
@@ -361,8 +362,7 @@ class ApiExchange:
         ``REPLAY_LIMIT`` bytes (larger or still-streaming bodies may be gone)."""
         if self.replayed or not isinstance(error, StaleConnection):
             return False
-        has_body = self.framing != BodyFraming.NONE
-        if has_body and (not self.body_complete or self.bytes_in > REPLAY_LIMIT):
+        if not replayable(self.framing, self.body_complete, self.bytes_in):
             return False
         self.replayed = True
         return True

@@ -35,6 +35,15 @@ CLIENT_CLOSED = 499  # recorded when the client goes away before the response is
 # bodies are not (they may be gone). The same rule on both transports.
 REPLAY_LIMIT = 64 * 1024
 
+
+def replayable(framing: int, body_complete: bool, body_bytes: int) -> bool:
+    """The stale-connection replay rule, for every transport: a request whose pooled
+    connection turned out to be closed before anything came back may be sent once more on a
+    fresh one when it has no body, or its whole body is here and at most ``REPLAY_LIMIT``
+    bytes (a larger or still-streaming body may be gone)."""
+    return framing == BodyFraming.NONE or (body_complete and body_bytes <= REPLAY_LIMIT)
+
+
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -240,10 +249,8 @@ class HttpBackend:
         first: Message | None = None
         if request.framing != BodyFraming.NONE:
             first = await receive()
-        # A request whose whole (small) body is already here can be replayed on a fresh
-        # connection if a pooled one turns out to be stale; a body still streaming cannot.
-        replayable = first is None or (
-            not first.get("more_body", False) and len(first.get("body", b"")) <= REPLAY_LIMIT
+        may_replay = first is None or replayable(
+            request.framing, not first.get("more_body", False), len(first.get("body", b""))
         )
         exchange: Exchange | None = None
         if request.trace is not None:
@@ -265,7 +272,7 @@ class HttpBackend:
                         break
                     except StaleConnection:
                         exchange.abort()
-                        if attempt == 2 or not replayable:
+                        if attempt == 2 or not may_replay:
                             raise UpstreamError("the backend closed a pooled connection") from None
                     except BaseException:
                         exchange.abort()
