@@ -144,3 +144,54 @@ def names_url() -> Iterator[str]:
 
     with serve_in_thread(app) as base:
         yield base
+
+
+# Redis as production runs it (tests/redis_servers.py): servers of the session's own, started
+# when a test first asks for them and killed at the end.
+@pytest.fixture(scope="session")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Redis that speaks TLS only and wants a client certificate from a test CA."""
+    from .redis_servers import TlsFiles, redis_server
+
+    directory = tmp_path_factory.mktemp("redis-tls")
+    with redis_server(directory / "server", tls=TlsFiles.make(directory), client_certs=True) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def sentinel_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A master, its replica and a sentinel (not failed over: a test that kills a master
+    starts a group of its own)."""
+    from .redis_servers import sentinel_group
+
+    with sentinel_group(tmp_path_factory.mktemp("redis-sentinel")) as group:
+        yield group
+
+
+@pytest.fixture(scope="session")
+def tls_sentinel_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The same over TLS only (servers, replication, sentinel), client certificates required."""
+    from .redis_servers import TlsFiles, sentinel_group
+
+    directory = tmp_path_factory.mktemp("redis-tls-sentinel")
+    with sentinel_group(directory, tls=TlsFiles.make(directory)) as group:
+        yield group
+
+
+@pytest.fixture(scope="session")
+def cluster_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A 3-node Redis Cluster (its nodes, as a list)."""
+    from .redis_servers import redis_cluster
+
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as nodes:
+        yield nodes
+
+
+@pytest.fixture(scope="session")
+def tls_cluster_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A 3-node Redis Cluster over TLS only, client certificates required."""
+    from .redis_servers import TlsFiles, redis_cluster
+
+    directory = tmp_path_factory.mktemp("redis-tls-cluster")
+    with redis_cluster(directory, tls=TlsFiles.make(directory)) as nodes:
+        yield nodes

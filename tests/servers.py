@@ -30,16 +30,28 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: ASGIApp, *, lifespan: str = "auto", http: Any = "auto") -> Iterator[str]:
+def serve_in_thread(
+    app: ASGIApp,
+    *,
+    lifespan: str = "auto",
+    http: Any = "auto",
+    ws: Any = "auto",
+    port: int = 0,
+    **options: Any,
+) -> Iterator[str]:
     """Run ``app`` under uvicorn in a thread; yield its base URL.
 
-    ``http`` is uvicorn's HTTP protocol: "auto", or a class such as Tollway's GatewayProtocol.
+    ``http`` is uvicorn's HTTP protocol: "auto", or a class such as Tollway's GatewayProtocol;
+    ``ws`` its WebSocket protocol (Tollway's for a gateway). ``port`` 0 takes a free one;
+    ``options`` go to ``uvicorn.Config`` (``ssl_certfile``, ...).
     """
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=0,
+        port=port,
+        **options,
         http=http,
+        ws=ws,
         proxy_headers=False,  # as `tollway serve`: Tollway applies its own trusted-proxy rules
         lifespan=lifespan,  # type: ignore[arg-type]
         access_log=False,
@@ -55,8 +67,9 @@ def serve_in_thread(app: ASGIApp, *, lifespan: str = "auto", http: Any = "auto")
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
+    scheme = "https" if options.get("ssl_certfile") else "http"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)
@@ -75,12 +88,14 @@ def serve_gateway(gateway: ASGIApp, transport: str) -> Iterator[str]:
     (the ``transport`` fixture).
     """
     from tollway.gateway.transport.fastpath import GatewayProtocol
+    from tollway.gateway.transport.websocket import GatewayWebSocketProtocol
 
     class AsgiRoutedProtocol(GatewayProtocol):
         fast_routing = False  # as TOLLWAY_FAST_PATH=false
 
     http: Any = GatewayProtocol if transport == "fast" else AsgiRoutedProtocol
-    with serve_in_thread(gateway, lifespan="on", http=http) as base:
+    # (WebSockets always take the ASGI transport, through Tollway's WebSocket protocol)
+    with serve_in_thread(gateway, lifespan="on", http=http, ws=GatewayWebSocketProtocol) as base:
         yield base
 
 

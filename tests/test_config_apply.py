@@ -246,10 +246,24 @@ backends:
     headers: {x-functions-key: "{{function-app-key}}", x-region: "{{region}}"}
   local:
     app: tollway.samples.names:app
+  orders:
+    targets:
+      - {url: "https://10.0.0.5:8443/v2", weight: 3}
+      - {url: "https://10.0.0.6:8443/v2"}
+    balance: least-connections
+    health_check: {path: /healthz, interval: 5, timeout: 2, healthy: 2, unhealthy: 3}
+    circuit_breaker: {failures: 5, window: 10, open_for: 30}
+    retries: 1
+    tls: {ca_file: /etc/tollway/ca.pem, cert_file: /etc/tollway/gw.pem, server_name: orders}
+    max_idle_seconds: 30
+    max_requests: 1000
 named_values:
   function-app-key: {value: "${FUNCTION_APP_KEY}", secret: true}
   region: {value: west}
 apis:
+  orders:
+    path: /orders
+    backend: orders
   names:
     title: Names
     description: "Names: yes, no, null and ~ are text here"
@@ -286,6 +300,16 @@ def test_export_then_apply_gives_no_changes(sessions: sessionmaker[Session], pru
     assert "- GET /generate_name\n" in yaml_text
     assert "costs $${PRICE} per call" in yaml_text
     assert "fak-123" not in yaml_text
+
+
+def test_backend_pools_round_trip(sessions: sessionmaker[Session]) -> None:
+    apply(sessions, FULL)
+    yaml_text = exported(sessions)
+    assert "health_check:\n      path: /healthz\n" in yaml_text  # (the defaults are left out)
+    assert "weight: 3" in yaml_text
+    assert "verify" not in yaml_text
+    changed = FULL.replace("retries: 1", "retries: 2")
+    assert apply(sessions, changed) == ["~ update backend orders (retries)"]
 
 
 def test_policies_round_trip_normalised(sessions: sessionmaker[Session]) -> None:

@@ -32,6 +32,44 @@ def test_a_misspelt_backend_is_named_with_a_suggestion() -> None:
     ]
 
 
+def test_backend_pool_mistakes_are_named() -> None:
+    both = NAMES.replace(
+        "    url: http://names.internal:8000/\n",
+        "    url: http://names.internal:8000/\n    targets: [{url: http://a:1}]\n",
+    )
+    assert problems(both) == [
+        "backends.names: a backend needs exactly one of 'url', 'targets' or 'app'"
+    ]
+    paths = NAMES.replace(
+        "    url: http://names.internal:8000/\n",
+        "    targets: [{url: http://a:1/v1}, {url: http://b:1/v2}]\n",
+    )
+    assert problems(paths) == [
+        "backends.names: targets: every target needs the same path (they are "
+        "instances of one service; found '/v1', '/v2')"
+    ]
+    key_only = NAMES.replace(
+        "    url: http://names.internal:8000/\n",
+        "    url: https://names.internal\n    tls: {key_file: /k.pem}\n",
+    )
+    assert problems(key_only) == [
+        "backends.names.tls: 'key_file' needs 'cert_file' (the client certificate)"
+    ]
+    weight = NAMES.replace(
+        "    url: http://names.internal:8000/\n",
+        "    targets: [{url: http://a:1, weight: 0}]\n    balance: random\n",
+    )
+    assert len(problems(weight)) == 2
+    app = NAMES.replace(
+        "    url: http://names.internal:8000/\n",
+        "    app: tollway.samples.names:app\n    retries: 1\n",
+    )
+    assert problems(app) == [
+        "backends.names: an in-process 'app' backend has no sockets: no health_check, "
+        "circuit_breaker, tls, retries, max_idle_seconds or max_requests"
+    ]
+
+
 def test_the_error_text_starts_with_the_file_name() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(NAMES.replace("backend: names", "backend: nmaes"), source="my.yaml", env={})
@@ -198,7 +236,8 @@ def test_policy_problems_name_the_entry_and_option() -> None:
     assert problems(text) == [
         "apis.names.policies[1].calss: unknown field (did you mean 'calls'?)",
         "apis.names.policies[2]: unknown policy type 'rate-limt' (known types: cache, cors, "
-        "ip-filter, quota, rate-limit, request-size-limit, set-header, timeout, validate-jwt)",
+        "ip-filter, quota, rate-limit, request-size-limit, set-header, timeout, validate-jwt, "
+        "websocket)",
         "apis.names.policies[3].key: 'nobody' is not a counter key: use subscription, ip, user, "
         "api or header:<name>",
         "apis.names.policies[4].period: period 'fortnight': use day, week, month, year or seconds",

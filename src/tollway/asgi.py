@@ -13,6 +13,7 @@ forgotten (``tollway.gateway.exchange.hosting``): only ``TOLLWAY_TRUSTED_PROXIES
 from __future__ import annotations
 
 from tollway.gateway.exchange.gateway import Gateway
+from tollway.gateway.recording import accesslog
 from tollway.gateway.transport.uvicorn_hooks import check_protocol_hooks
 from tollway.server import configure_logging
 from tollway.settings import Settings
@@ -23,5 +24,7 @@ def create_app() -> Gateway:
     """The gateway; logs go to stderr unless the process manager configured logging."""
     configure_logging()
     settings = Settings()
+    if settings.access_log == "json":
+        accesslog.json_lines_to_stdout()
     check_protocol_hooks(settings.fast_path)
     return create_gateway(settings)

@@ -5,9 +5,11 @@ Every failure the user can fix is printed as one ``error: ...`` line with exit s
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
@@ -21,11 +23,18 @@ from tollway.config.export import dump_yaml, export_config
 from tollway.config.loader import ConfigError, load_config_file
 from tollway.crypto import SecretBox
 from tollway.db.migrate import upgrade
-from tollway.db.models import Subscription, SubscriptionState, User, UserRole
+from tollway.db.models import (
+    AdminToken,
+    Subscription,
+    SubscriptionState,
+    User,
+    UserRole,
+    utcnow,
+)
 from tollway.db.session import make_engine, session_factory, transaction
 from tollway.errors import UserError
+from tollway.services import admin_tokens, audit, users
 from tollway.services import subscriptions as subs
-from tollway.services import users
 from tollway.settings import Settings
 
 T = TypeVar("T")
@@ -39,7 +48,9 @@ app = typer.Typer(
 user_app = typer.Typer(help="Manage developer and admin accounts.", no_args_is_help=True)
 subscription_app = typer.Typer(help="Manage subscriptions.", no_args_is_help=True)
 key_app = typer.Typer(help="Manage subscription keys.", no_args_is_help=True)
+token_app = typer.Typer(help="Manage admin API tokens.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
 app.add_typer(subscription_app, name="subscription")
 app.add_typer(key_app, name="key")
 
@@ -71,8 +82,9 @@ def store(settings: Settings, *, migrate: bool = True) -> Iterator[Engine]:
 
 
 def run_in_transaction(settings: Settings, work: Callable[[Session], T]) -> T:
+    """Run ``work`` in one transaction; the audit log names ``cli`` for what it changes."""
     with store(settings) as engine, transaction(session_factory(engine)) as session:
-        return work(session)
+        return work(audit.acting(session, audit.CLI))
 
 
 def secret_box(settings: Settings) -> SecretBox:
@@ -89,8 +101,10 @@ def serve(
     """Run the gateway (applies pending migrations first)."""
     from tollway.server import configure_logging
     from tollway.server import serve as run
+    from tollway.stores import check_store_url
 
     settings = load_settings(host=host, port=port)
+    check_store_url(settings.redis_url)
     with store(settings):
         pass
     configure_logging()
@@ -147,6 +161,7 @@ def apply_command(
             prune=prune,
             dry_run=dry_run,
             secret_box=secret_box(settings),
+            actor=audit.CLI,
         )
     for line in plan.lines():
         typer.echo(line)
@@ -294,6 +309,83 @@ def key_regenerate(
 
     key = run_in_transaction(load_settings(), work)
     typer.echo(f"new {slot} key: {key}")
+
+
+# admin API tokens -------------------------------------------------------------------------------
+@token_app.command("create")
+def token_create(
+    name: str,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="The token may only read, never change.")
+    ] = False,
+    expires: Annotated[
+        int | None, typer.Option("--expires", help="Days until the token stops working.")
+    ] = None,
+) -> None:
+    """Make an admin API token and print it (shown only this once)."""
+
+    def work(session: Session) -> str:
+        return admin_tokens.create_token(
+            session, name, read_only=read_only, expires_days=expires
+        ).token
+
+    token = run_in_transaction(load_settings(), work)
+    typer.echo(f"token {name} ({'read-only' if read_only else 'read-write'}): {token}")
+    typer.echo("store it now: Tollway keeps only its digest")
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List admin API tokens: name, prefix, access, state, expiry, last use."""
+
+    def describe(token: AdminToken, now: datetime) -> str:
+        access = "read-only" if token.read_only else "read-write"
+        fields = [token.name, f"{token.prefix}…", access, admin_tokens.token_state(token, now)]
+        if token.expires_at is not None:
+            fields.append(f"expires {token.expires_at:%Y-%m-%d %H:%M}")
+        if token.last_used_at is not None:
+            fields.append(f"last used {token.last_used_at:%Y-%m-%d %H:%M}")
+        return "\t".join(fields)
+
+    def work(session: Session) -> list[str]:
+        now = utcnow()
+        return [describe(token, now) for token in admin_tokens.list_tokens(session)]
+
+    for line in run_in_transaction(load_settings(), work):
+        typer.echo(line)
+
+
+@token_app.command("revoke")
+def token_revoke(name: str) -> None:
+    """Revoke an admin API token: it stops working at once."""
+    run_in_transaction(load_settings(), lambda s: admin_tokens.revoke_token(s, name))
+    typer.echo(f"token {name} revoked")
+
+
+# audit log --------------------------------------------------------------------------------------
+@app.command(name="audit")
+def audit_command(
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only changes since: an ISO date/time (UTC) or 30m, 12h, 7d ago."),
+    ] = None,
+    entity: Annotated[str | None, typer.Option(help="Only this kind of entity.")] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this actor (cli, token:NAME...).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many rows.")] = 100,
+) -> None:
+    """Print the audit log, newest first: when, who, from where, what, and the change."""
+    start = audit.parse_since(since, utcnow()) if since else None
+
+    def work(session: Session) -> list[str]:
+        rows = audit.audit_entries(session, entity=entity, actor=actor, since=start, limit=limit)
+        return [
+            f"{r.at:%Y-%m-%d %H:%M:%S}\t{r.actor}\t{r.address}\t{r.entity}\t{r.entity_id}\t"
+            f"{r.action}\t{json.dumps(r.changes, sort_keys=True)}"
+            for r in rows
+        ]
+
+    for line in run_in_transaction(load_settings(), work):
+        typer.echo(line)
 
 
 def main() -> None:

@@ -9,3 +9,8 @@ class UserError(Exception):
 
 class NotFound(UserError):
     """A named thing (user, subscription, API...) does not exist."""
+
+
+class Conflict(UserError):
+    """The change clashes with the current state (a name or path taken, a thing still in use,
+    a state that does not allow it)."""

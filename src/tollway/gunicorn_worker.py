@@ -11,7 +11,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from tollway.server import PROTOCOL
+from tollway.policies.websocket import MAX_MESSAGE_CEILING
+from tollway.server import PROTOCOL, WS_PROTOCOL
 
 with warnings.catch_warnings():
     # uvicorn 0.54 deprecates uvicorn.workers in favour of the uvicorn-worker package; the class
@@ -26,6 +27,8 @@ class Worker(UvicornWorker):
     CONFIG_KWARGS: dict[str, Any] = {
         **UvicornWorker.CONFIG_KWARGS,
         "http": PROTOCOL,
+        "ws": WS_PROTOCOL,
+        "ws_max_size": MAX_MESSAGE_CEILING,
         "proxy_headers": False,
         "server_header": False,
     }

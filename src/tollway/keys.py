@@ -27,11 +27,11 @@ def _base62(number: int, width: int) -> str:
     return "".join(reversed(chars))
 
 
-def generate_key() -> str:
-    """Return a new random subscription key."""
+def generate_key(prefix: str = KEY_PREFIX) -> str:
+    """Return a new random subscription key (or, with ``prefix="twa_"``, an admin token)."""
     body = "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_CHARS))
     checksum = _base62(zlib.crc32(body.encode()), _CHECKSUM_CHARS)
-    return f"{KEY_PREFIX}{body}{checksum}"
+    return f"{prefix}{body}{checksum}"
 
 
 def has_valid_checksum(key: str) -> bool:

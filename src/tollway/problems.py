@@ -76,6 +76,13 @@ BACKEND_TIMEOUT = ProblemType(
     504,
     "The API's backend did not answer within its configured timeout.",
 )
+BACKEND_UNAVAILABLE = ProblemType(
+    "backend-unavailable",
+    "Backend unavailable",
+    503,
+    "Every instance of the API's backend is out of rotation (failed health checks or an open "
+    "circuit breaker). Try again after the number of seconds in Retry-After.",
+)
 NOT_READY = ProblemType(
     "not-ready",
     "Gateway not ready",
@@ -138,6 +145,7 @@ ALL_PROBLEMS = {
         BAD_PATH,
         BACKEND_UNREACHABLE,
         BACKEND_TIMEOUT,
+        BACKEND_UNAVAILABLE,
         NOT_READY,
         IP_FORBIDDEN,
         RATE_LIMITED,

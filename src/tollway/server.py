@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
 
 from tollway.errors import UserError
+from tollway.gateway.recording import accesslog
+from tollway.gateway.recording.metrics import MULTIPROC_ENV
 from tollway.gateway.transport.http_limits import open_file_limit
 from tollway.gateway.transport.uvicorn_hooks import check_protocol_hooks
+from tollway.policies.websocket import MAX_MESSAGE_CEILING
 from tollway.portal.app import check_portal_settings
 from tollway.portal.settings import PortalSettings
 from tollway.settings import Settings
@@ -21,6 +27,7 @@ from tollway.site.compose import create_gateway
 logger = logging.getLogger("tollway")
 
 PROTOCOL = "tollway.gateway.transport.fastpath:GatewayProtocol"
+WS_PROTOCOL = "tollway.gateway.transport.websocket:GatewayWebSocketProtocol"
 STARTUP_FAILURE = 3  # uvicorn's exit status when the server could not start
 
 
@@ -59,6 +66,25 @@ def check_workers_share_state(settings: Settings, workers: int) -> None:
         )
 
 
+@contextmanager
+def shared_metrics_dir() -> Iterator[None]:
+    """A fresh ``PROMETHEUS_MULTIPROC_DIR`` for the workers, removed when they have stopped.
+
+    Each worker (a new interpreter: uvicorn spawns them) writes its metrics there, and
+    ``/-/metrics`` adds up every worker's (prometheus-client's multiprocess mode). A directory
+    the operator set already is used as it is (empty it between runs).
+    """
+    if os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="tollway-metrics-") as directory:
+        os.environ[MULTIPROC_ENV] = directory
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROC_ENV]
+
+
 class AnnouncingServer(uvicorn.Server):
     """A uvicorn server that calls ``on_ready`` once its socket accepts connections.
 
@@ -88,6 +114,8 @@ def serve(
     ``on_ready`` (one worker only) is called once the socket accepts connections.
     """
     check_workers_share_state(settings, workers)
+    if settings.access_log == "json":
+        accesslog.json_lines_to_stdout()  # (workers: tollway.asgi does the same)
     check_portal_settings(settings, PortalSettings())
     check_port_free(settings.host, settings.port)
     check_protocol_hooks(settings.fast_path)
@@ -106,17 +134,22 @@ def serve(
         # connection cap apply to every request. API calls to HTTP backends take its callback
         # fast path unless TOLLWAY_FAST_PATH=false; everything else takes the ASGI path.
         "http": PROTOCOL,
+        # WebSockets (always the ASGI transport): counted against the same connection cap,
+        # closed with 1001 on shutdown; no message larger than any API's limit is read.
+        "ws": WS_PROTOCOL,
+        "ws_max_size": MAX_MESSAGE_CEILING,
     }
     if workers > 1:
         # Each worker process builds its own gateway from the same TOLLWAY_* settings.
         # A busy machine can take more than uvicorn's default 5 s to start a worker.
-        uvicorn.run(
-            "tollway.asgi:create_app",
-            factory=True,
-            workers=workers,
-            timeout_worker_healthcheck=30,
-            **common,
-        )
+        with shared_metrics_dir():  # /-/metrics adds up all workers
+            uvicorn.run(
+                "tollway.asgi:create_app",
+                factory=True,
+                workers=workers,
+                timeout_worker_healthcheck=30,
+                **common,
+            )
     else:
         server = AnnouncingServer(
             uvicorn.Config(create_gateway(settings), **common), on_ready or (lambda: None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field(
         "memory://",
-        description="Where counters and the cache live: memory:// (one process) or redis://...",
+        description="Where counters and the cache live: memory:// (one process), redis://, "
+        "rediss:// (TLS), redis+sentinel:// or redis+cluster:// (docs/configuration.md).",
     )
     limits_fail_closed: bool = Field(
         False,
@@ -78,11 +79,18 @@ class Settings(BaseSettings):
         "request-size-limit policy says otherwise (413 beyond it, from Content-Length before "
         "anything is forwarded, or as soon as a chunked body crosses it).",
     )
-    access_log: bool = Field(
+    access_log: bool | Literal["json"] = Field(
         False,
         description="One line per request on every path, logger tollway.access, never a query "
-        "string or secret (costs CPU).",
+        "string or secret (costs CPU): true for text lines, json for one JSON object per line "
+        "on standard output (docs/observability.md).",
     )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector base URL (e.g. http://otel-collector:4318): one span per "
+        "API call is exported to <url>/v1/traces, batched, off the request path.",
+    )
+    otel_service_name: str = Field("tollway", description="service.name of the exported spans.")
     fast_path: bool = Field(
         True,
         description="Proxy API calls to HTTP backends with the callback fast path "
@@ -126,6 +134,23 @@ class Settings(BaseSettings):
         "limit); beyond it the oldest connection still waiting for a request head is closed, "
         "or the new one gets 503.",
     )
+
+    @field_validator("access_log", mode="before")
+    @classmethod
+    def _access_log_mode(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "json":
+            return "json"
+        return value
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL (e.g. http://otel-collector:4318)")
+        return value.strip()
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tollway.db.models import LATENCY_BOUNDS, latency_bucket
 from tollway.gateway.recording.usage import UsageBuffer
 from tollway.gateway.snapshot.routing import RouteTable, normalise_path
 from tollway.keys import display_prefix, generate_key, has_valid_checksum, key_digest
@@ -71,4 +72,14 @@ def test_usage_rows_merge_when_given_back() -> None:
     taken = buffer.take()
     buffer.record(1, 2, 204, 1, 1, 0.5)
     buffer.give_back(taken)
-    assert buffer.rows == {(1, 2, 2, 2): [2, 6, 8, 2.0]}
+    # calls, bytes in, bytes out, latency sum, then calls per latency bucket: 0.5 ms is in
+    # bucket 1 ([0.5, 1) ms), 1.5 ms in bucket 2 ([1, 2) ms)
+    assert buffer.rows == {(1, 2, 2, 2): [2, 6, 8, 2.0, 0, 1, 1] + [0] * 15}
+
+
+def test_latency_buckets_are_powers_of_two_milliseconds() -> None:
+    cases = {0.0: 0, 0.49: 0, 0.5: 1, 0.99: 1, 1.0: 2, 3.9: 3, 4.0: 4, 1000.0: 11}
+    cases |= {32_767.9: 16, 32_768.0: 17, 3_600_000.0: 17}
+    assert {ms: latency_bucket(ms) for ms in cases} == cases
+    for i, bound in enumerate(LATENCY_BOUNDS, start=1):  # a bound opens the next bucket
+        assert latency_bucket(bound) == i and latency_bucket(bound * 0.999) == i - 1

@@ -3,6 +3,7 @@ driven in-process where a test needs it (``running``); its store on memory or Re
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
@@ -106,6 +107,20 @@ async def serving(
             yield gateway, client
     if transport == "fast":
         assert handed_over == [], "the fast transport handed these calls to the ASGI transport"
+
+
+class Clock:
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    # A fresh instant per test keeps Redis counters of different runs apart.
+    return Clock(4e9 + uuid.uuid4().int % 10**8 * 10.0)  # (year < 2300)
 
 
 def calls(engine: Engine) -> dict[tuple[int, str, int], int]:

@@ -88,6 +88,21 @@ async def test_valid_tokens_pass_and_claims_reach_the_backend(
     assert calls(engine) == {(0, "open", 2): 2}
 
 
+async def test_set_header_edits_go_on_after_the_claims(
+    engine: Engine, database_url: str, issuer: tuple[Issuer, str], served: Served
+) -> None:
+    """The phase order: validate-jwt's claim headers first, then set-header's edits."""
+    found, jwks = issuer
+    cfg = jwt_config(jwks)
+    edits = {"type": "set-header", "request": {"X-User-Id": "fixed", "X-Team": "core"}}
+    cfg["apis"]["open"]["policies"].append(edits)
+    async with served(engine, database_url, cfg) as (_, client):
+        ok = await client.get("/open/x", headers={"Authorization": f"Bearer {found.token()}"})
+    assert ok.status_code == 200
+    seen = dict(ok.json()["headers"])
+    assert (seen["x-user-id"], seen["x-team"]) == ("fixed", "core")
+
+
 BAD_TOKENS: list[tuple[Callable[[Issuer], str | None], str]] = [
     (lambda i: None, "bearer token is required"),
     (lambda i: "not-a-jwt", "not a well-formed JWT"),

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from ..conftest import REDIS_URL, require_service
 from ..gateway.conftest import apply
 from ..gateway.test_usage import usage_rows
-from .conftest import Served, calls, config, subscribe
+from .conftest import Clock, Served, calls, config, subscribe
 
 pytestmark = pytest.mark.anyio
 
@@ -36,20 +36,6 @@ def forget_quota_counters(url: str) -> None:
             client.delete(*stale)
     finally:
         client.close()
-
-
-class Clock:
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    # A fresh instant per test keeps Redis counters of different runs apart.
-    return Clock(4e9 + uuid.uuid4().int % 10**8 * 10.0)  # (year < 2300)
 
 
 async def test_rate_limit_counts_per_subscription_and_says_when_to_retry(

@@ -13,6 +13,7 @@ from tollway.settings import Settings
 
 from ..gateway.conftest import apply
 from ..gateway.test_usage import usage_rows
+from ..servers import free_port
 from .conftest import Served, calls, config, subscribe
 
 pytestmark = pytest.mark.anyio
@@ -105,6 +106,21 @@ async def test_cors_headers_reach_answers_and_refusals(
     assert calls(engine) == {(keys.subscription.id, "echo", 2): 1, (0, "echo", 4): 2}
 
 
+async def test_a_backend_failure_is_a_problem_browser_code_can_read(
+    engine: Engine, database_url: str, served: Served
+) -> None:
+    """The gateway's own answers carry the CORS headers whatever made them: a 502 too."""
+    down = {"url": f"http://127.0.0.1:{free_port()}", "connect_timeout": 2}
+    api = {"path": "/down", "backend": "down", "subscription_required": False, "policies": [CORS]}
+    cfg = config([], backends={"down": down}, apis={"down": api})
+    async with served(engine, database_url, cfg) as (_, client):
+        failed = await client.get("/down/x", headers={"Origin": "https://app.example.com"})
+    assert failed.status_code == 502
+    assert failed.json()["type"] == "/-/problems/backend-unreachable"
+    assert failed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert calls(engine) == {(0, "down", 5): 1}
+
+
 async def test_set_header_injects_a_secret_the_client_never_sees(
     engine: Engine, database_url: str, served: Served
 ) -> None:
@@ -195,3 +211,18 @@ async def test_timeout_policy_cuts_a_slow_backend_short(
 
 def test_settings_default_to_memory_store() -> None:
     assert Settings().redis_url == "memory://"  # type: ignore[call-arg]
+
+
+def test_every_built_in_kind_acts_through_a_declared_hook_or_a_chain_setting() -> None:
+    """A policy kind takes part by naming a hook of ``phases.HOOKS`` (or by being one of the
+    chain's settings): a misspelt hook would otherwise be silently skipped."""
+    from tollway.policies.chain import SETTINGS
+    from tollway.policies.kinds import BUILT_IN
+    from tollway.policies.phases import HOOKS
+    from tollway.policies.registry import POLICY_BUILDERS
+
+    assert len(BUILT_IN) == len(POLICY_BUILDERS)
+    for kind, cls in POLICY_BUILDERS.items():
+        assert isinstance(cls, type)
+        hooks = [name for name in HOOKS if callable(getattr(cls, name, None))]
+        assert hooks or getattr(cls, "slot", None) in SETTINGS, kind

@@ -4,6 +4,8 @@ see the call in the usage chart. A screenshot of each page goes to test-artifact
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -14,14 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from tests.conftest import REQUIRE_SERVICES
 from tests.gateway.conftest import SECRET, apply
 from tests.portal.conftest import ADMIN_EMAIL, PASSWORD, PORTAL_CONFIG
 from tests.portal.token_provider import CLIENT_ID, CLIENT_SECRET, Account, token_provider
 from tests.servers import serve_in_thread
-from tollway.db.models import UserRole
+from tollway.db.models import Api, Usage, UserRole
 from tollway.db.session import session_factory, transaction
 from tollway.services import users
 from tollway.services.passwords import hash_password
@@ -240,3 +242,89 @@ def test_sign_out_everywhere_in_the_browser(browser: Browser, base_url: str) -> 
     expect(pages[1]).to_have_url(re.compile(r"/portal/signin\?next_url="))
     laptop.close()
     phone.close()
+
+
+def test_usage_and_admin_analytics_pages_after_real_calls(
+    browser: Browser, base_url: str, sqlite_engine: Engine
+) -> None:
+    context = browser.new_context(  # the pages' own scripts off: everything is plain HTML
+        base_url=base_url,
+        viewport={"width": 1100, "height": 800},
+        accept_downloads=True,
+        java_script_enabled=False,
+    )
+    page = context.new_page()
+    page.goto("/portal/signin")
+    page.get_by_label("E-mail").fill(ADMIN_EMAIL)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.get_by_role("link", name="Account").click()
+    page.get_by_label("Product").select_option("starter")
+    page.get_by_role("button", name="Subscribe", exact=True).click()
+    key = page.get_by_label("Primary key").input_value()
+
+    assert call_until_admitted(f"{base_url}/names/generate_name", key).status_code == 200
+    headers = {"X-API-Key": key}
+    assert httpx.get(f"{base_url}/names/generate_name", headers=headers).status_code == 200
+    assert httpx.get(f"{base_url}/echo/hello", headers=headers).status_code == 200
+    missing = httpx.get(f"{base_url}/names/generate_name?starts_with=1", headers=headers)
+    assert missing.status_code == 404
+
+    page.get_by_role("link", name="Account").click()
+    page.get_by_role("link", name="Usage of subscription").click()
+    for _ in range(50):  # usage reaches the store at the gateway's next flush (0.2 s here)
+        if "4 calls in this period" in page.content():
+            break
+        page.wait_for_timeout(100)
+        page.reload()
+    expect(page.get_by_text("4 calls in this period")).to_be_visible()
+    expect(page.get_by_text("25.0 %").first).to_be_visible()  # the 404 out of four calls
+    page.get_by_role("link", name="Last hour").click()
+    expect(page).to_have_url(re.compile(r"period=1h"))
+    chart = page.get_by_role("img", name="Chart of calls per minute")
+    assert chart.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
+    by_api = page.get_by_role("table", name="Calls per API")
+    expect(by_api.get_by_role("row", name="names")).to_contain_text("3")
+    shot(page, "10-usage-analytics")
+
+    page.get_by_label("API").select_option("echo")
+    page.get_by_role("button", name="Show").click()  # a plain GET form: no JavaScript needed
+    expect(page.get_by_text("1 call in this period")).to_be_visible()
+    page.get_by_label("API").select_option("")
+    page.get_by_role("button", name="Show").click()
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download these rows as CSV").click()
+    download = download_info.value
+    assert download.suggested_filename.endswith("-1h.csv")
+    rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
+    from_csv = {(r["api"], int(r["calls_2xx"]), int(r["calls_4xx"])) for r in rows}
+    with sqlite_engine.connect() as connection:
+        stored = connection.execute(
+            select(Api.name, Usage.status_class, func.sum(Usage.calls))
+            .join(Api, Api.id == Usage.api_id)
+            .where(Usage.subscription_id != 0)  # (not the 401s before the key was known)
+            .group_by(Api.name, Usage.status_class)
+        ).all()
+        everyone = connection.execute(select(func.sum(Usage.calls))).scalar_one()
+    by_api_class = {(name, status_class): int(calls) for name, status_class, calls in stored}
+    assert by_api_class == {("names", 2): 2, ("names", 4): 1, ("echo", 2): 1}
+    assert from_csv == {
+        (name, by_api_class.get((name, 2), 0), by_api_class.get((name, 4), 0))
+        for name in ("names", "echo")
+    }
+
+    page.get_by_role("link", name="Admin").click()
+    page.get_by_role("link", name="Traffic analytics").click()
+    expect(page.get_by_role("heading", name="Traffic analytics")).to_be_visible()
+    expect(page.get_by_text(f"{everyone} calls in this period")).to_be_visible()  # all traffic
+    top = page.get_by_role("table", name="Developers with the most calls")
+    expect(top.get_by_role("row", name=ADMIN_EMAIL)).to_contain_text("4")
+    chart = page.get_by_role("img", name="Chart of calls per hour")
+    assert chart.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
+    page.get_by_role("table", name="Calls per product").get_by_role("link", name="starter").click()
+    expect(page).to_have_url(re.compile(r"product=starter"))
+    expect(page.get_by_text("4 calls in this period")).to_be_visible()
+    chart = page.get_by_role("img", name="Chart of calls per hour")
+    assert chart.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
+    shot(page, "11-admin-analytics")
+    context.close()

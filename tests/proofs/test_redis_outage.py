@@ -5,20 +5,17 @@ The Redis here is the test's own ``redis-server`` on a spare port, so killing it
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import httpx
 import pytest
-import redis
 from sqlalchemy import Engine
 
-from tests.conftest import require_tool
 from tests.proofs.conftest import apply, in_process, make_gateway, subscribe
-from tests.servers import free_port
+from tests.redis_servers import RedisServer, redis_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -35,53 +32,10 @@ CONFIG = {
 }
 
 
-@dataclass
-class SpareRedis:
-    """A redis-server of our own that the test can kill and start again on the same port."""
-
-    port: int
-    binary: str
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-            finally:
-                client.close()
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
-
-
 @pytest.fixture
-def spare_redis() -> Iterator[SpareRedis]:
-    server = SpareRedis(free_port(), require_tool("redis-server"))
-    server.start()
-    try:
+def spare_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    with redis_server(tmp_path) as server:
         yield server
-    finally:
-        server.kill()
 
 
 async def statuses(client: httpx.AsyncClient, key: str, count: int) -> list[int]:
@@ -93,7 +47,7 @@ async def statuses(client: httpx.AsyncClient, key: str, count: int) -> list[int]
 async def test_redis_outage_fails_open_and_recovers(
     sqlite_engine: Engine,
     sqlite_url: str,
-    spare_redis: SpareRedis,
+    spare_redis: RedisServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     apply(sqlite_engine, CONFIG)
@@ -103,11 +57,16 @@ async def test_redis_outage_fails_open_and_recovers(
         assert await statuses(client, key, 6) == [200] * 5 + [429]
         spare_redis.kill()
         assert await statuses(client, key, 10) == [200] * 10  # limits off, service on
+        outage_metrics = await metrics(client)
         spare_redis.start()  # empty: the counters start again
         seen = await statuses_until_status(client, key, 429)
     assert set(seen) <= {200, 429}
     assert seen[-1] == 429
     assert seen.count(200) >= 5
+    # What an operator sees at /-/metrics during the outage (docs/observability.md).
+    assert outage_metrics['tollway_limits_store_decisions_total{decision="fail-open"}'] == 10
+    assert outage_metrics["tollway_limits_store_errors_total"] >= 10
+    assert outage_metrics['tollway_limits_store_decisions_total{decision="fail-closed"}'] == 0
     outage = [r.getMessage() for r in caplog.records if "redis" in r.getMessage()]
     assert outage[0].startswith("redis unreachable: ")  # once, not once per call
     assert outage[1].startswith("redis reachable again after ")
@@ -127,7 +86,7 @@ async def statuses_until_status(client: httpx.AsyncClient, key: str, wanted: int
 
 
 async def test_redis_outage_fails_closed_when_configured(
-    sqlite_engine: Engine, sqlite_url: str, spare_redis: SpareRedis
+    sqlite_engine: Engine, sqlite_url: str, spare_redis: RedisServer
 ) -> None:
     apply(sqlite_engine, CONFIG)
     key = subscribe(sqlite_engine, "starter")
@@ -142,7 +101,20 @@ async def test_redis_outage_fails_closed_when_configured(
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.json()["type"] == "/-/problems/limits-unavailable"
         assert refused.headers["retry-after"] == "1"
+        seen_metrics = await metrics(client)
         spare_redis.start()
         seen = await statuses_until_status(client, key, 200)
     assert set(seen) <= {200, 503}
     assert seen[-1] == 200
+    assert seen_metrics['tollway_limits_store_decisions_total{decision="fail-closed"}'] == 1
+    assert seen_metrics['tollway_policy_rejections_total{api="echo",policy="limits-store"}'] == 1
+
+
+async def metrics(client: httpx.AsyncClient) -> dict[str, float]:
+    """``/-/metrics`` as {series: value} (series as the exposition writes them)."""
+    text = (await client.get("/-/metrics")).text
+    return {
+        series: float(number)
+        for series, _, number in (line.rpartition(" ") for line in text.splitlines())
+        if series and not series.startswith("#")
+    }

@@ -116,9 +116,9 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
     calls: list[tuple[int, int, int]] = []
     record = Gateway.record_exchange
 
-    def spy(self: Gateway, route: Any, sid: int, status: int, i: int, o: int, *rest: Any) -> None:
-        calls.append((status, i, o))
-        record(self, route, sid, status, i, o, *rest)
+    def spy(self: Gateway, exchange: Any) -> None:
+        calls.append((exchange.status, exchange.bytes_in, exchange.bytes_out))
+        record(self, exchange)
 
     monkeypatch.setattr(Gateway, "record_exchange", spy)
     return calls

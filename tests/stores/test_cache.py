@@ -13,15 +13,14 @@ from tollway.stores import open_stores
 from tollway.stores.base import CachedResponse, CacheStore
 from tollway.stores.memory import MemoryCacheStore
 
-from ..conftest import REDIS_URL, require_service
+from ..redis_servers import STORES, store_url
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=STORES)
 async def cache(request: pytest.FixtureRequest) -> AsyncIterator[CacheStore]:
-    url = "memory://" if request.param == "memory" else require_service(REDIS_URL, "redis")
-    counters, found = open_stores(url)
+    counters, found = open_stores(store_url(request))
     yield found
     await counters.aclose()
 

@@ -12,14 +12,14 @@ from tollway.stores import open_stores
 from tollway.stores.base import CounterStore, LimitCheck
 
 from ..conftest import REDIS_URL, require_service
+from ..redis_servers import STORES, store_url
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[CounterStore]:
-    url = "memory://" if request.param == "memory" else require_service(REDIS_URL, "redis")
-    counters, _ = open_stores(url)
+    counters, _ = open_stores(store_url(request))
     yield counters
     await counters.aclose()
 

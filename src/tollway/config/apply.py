@@ -32,6 +32,7 @@ from tollway.db.models import (
 )
 from tollway.db.session import transaction
 from tollway.errors import UserError
+from tollway.services.audit import SYSTEM, Actor, acting, record
 from tollway.services.changes import record_change
 
 MASKED = "<masked>"
@@ -316,19 +317,43 @@ def apply_config(
     prune: bool = False,
     dry_run: bool = False,
     secret_box: SecretBox,
+    actor: Actor = SYSTEM,
 ) -> Plan:
     """Make the database match ``config`` in one transaction (all or nothing); return the plan.
 
     With ``dry_run`` nothing is written. Applying the same config twice yields an empty plan.
+    ``actor`` is who the audit log names (the CLI passes ``cli``).
     """
     with transaction(sessions_factory) as session:
-        _check_policies_build(session, config)
-        plan, current = _plan(session, config, prune, secret_box)
-        if dry_run or plan.empty:
-            return plan
-        _write(session, config, plan, current, secret_box)
-        record_change(session, ChangeKind.config)
-        session.flush()
+        acting(session, actor)
+        return apply_in_session(
+            session, config, prune=prune, dry_run=dry_run, secret_box=secret_box
+        )
+
+
+def apply_in_session(
+    session: Session,
+    config: TollwayConfig,
+    *,
+    prune: bool = False,
+    dry_run: bool = False,
+    secret_box: SecretBox,
+    audit: bool = True,
+) -> Plan:
+    """:func:`apply_config` in the caller's transaction (the admin API's, the console's).
+
+    A change writes the change-log row running gateways poll and, unless ``audit`` is False
+    (the caller records its own, more precise row), one audit row listing the plan.
+    """
+    _check_policies_build(session, config)
+    plan, current = _plan(session, config, prune, secret_box)
+    if dry_run or plan.empty:
+        return plan
+    _write(session, config, plan, current, secret_box)
+    record_change(session, ChangeKind.config)
+    if audit:
+        record(session, "config", "", "apply", plan=plan.lines(), prune=prune)
+    session.flush()
     return plan
 
 

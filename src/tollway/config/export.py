@@ -31,7 +31,7 @@ from tollway.db.models import (
     ProductApi,
 )
 
-__all__ = ["MASKED", "dump_yaml", "export_config"]
+__all__ = ["MASKED", "dump_yaml", "export_config", "export_document"]
 
 _MASKED_NOTE = (
     f"# Secret named values are shown as {MASKED}: applying this file keeps their stored values.\n"
@@ -128,9 +128,15 @@ def _document(config: TollwayConfig) -> dict[str, Any]:
     return document
 
 
+def export_document(config: TollwayConfig) -> dict[str, Any]:
+    """What ``tollway export`` writes, as data (the admin API's ``GET /config`` in JSON)."""
+    document: dict[str, Any] = _escape(_document(config))
+    return document
+
+
 def dump_yaml(config: TollwayConfig) -> str:
     """``config`` as YAML: sections and fields in model order, names sorted, defaults omitted."""
-    document = _escape(_document(config))
+    document = export_document(config)
     if not document:
         return "{}\n"
     text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)

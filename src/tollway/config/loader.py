@@ -95,6 +95,11 @@ def load_config(text: str, *, source: str, env: Mapping[str, str]) -> TollwayCon
     data = _interpolate(data, (), env, errors)
     if errors:
         raise ConfigError(errors, source=source)
+    return validate_config(data, source=source)
+
+
+def validate_config(data: Mapping[str, Any], *, source: str = "") -> TollwayConfig:
+    """Validate a parsed document and check its cross-references (:class:`ConfigError`)."""
     try:
         config = TollwayConfig.model_validate(data)
     except ValidationError as exc:

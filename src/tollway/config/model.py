@@ -46,8 +46,69 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+class TargetSpec(Strict):
+    """One instance of a pooled backend."""
+
+    url: str = Field(description="Base URL (http/https) of this instance.")
+    weight: int = Field(1, ge=1, le=1000, description="Share of the calls, relative to others.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _backend_url(value)
+
+
+class HealthCheckSpec(Strict):
+    """Active health checks: ``GET path`` on every target every ``interval`` seconds."""
+
+    path: str = Field(pattern=r"^/", description="Path probed on each target (2xx/3xx = up).")
+    interval: float = Field(5.0, gt=0, le=3600, description="Seconds between probes.")
+    timeout: float = Field(2.0, gt=0, le=300, description="Seconds a probe may take.")
+    healthy: int = Field(2, ge=1, le=100, description="Successes in a row to put a target back.")
+    unhealthy: int = Field(
+        3, ge=1, le=100, description="Failures in a row (probes or calls) to take a target out."
+    )
+
+
+class CircuitBreakerSpec(Strict):
+    """Per target: ``failures`` failed calls within ``window`` seconds open the circuit."""
+
+    failures: int = Field(5, ge=1, le=10000, description="Failed calls that open the circuit.")
+    window: float = Field(10.0, gt=0, le=3600, description="Seconds over which they count.")
+    open_for: float = Field(
+        30.0, gt=0, le=3600, description="Seconds the circuit stays open before one trial call."
+    )
+
+
+class TlsSpec(Strict):
+    """How the gateway checks (and identifies itself to) an https backend."""
+
+    verify: bool = Field(True, description="Verify the backend's certificate (default: yes).")
+    ca_file: str | None = Field(None, description="CA bundle (PEM) instead of the system store.")
+    cert_file: str | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    key_file: str | None = Field(None, description="Its private key (PEM), if not in cert_file.")
+    server_name: str | None = Field(
+        None, description="Name sent in SNI and checked in the certificate (default: URL host)."
+    )
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsSpec:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("'key_file' needs 'cert_file' (the client certificate)")
+        return self
+
+
+def _backend_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise ValueError("a backend URL cannot carry a query string or fragment")
+    return value.rstrip("/")
+
+
 class BackendSpec(Strict):
-    """Where requests go: exactly one of ``url`` or ``app``."""
+    """Where requests go: exactly one of ``url``, ``targets`` or ``app``."""
 
     description: str = ""
     url: str | None = Field(
@@ -66,17 +127,30 @@ class BackendSpec(Strict):
         description="Headers sent on every request to this backend; values may use {{named}}.",
     )
 
+    targets: list[TargetSpec] = Field(
+        default_factory=list,
+        description="Several instances (instead of 'url'); they may differ in host and port only.",
+    )
+    balance: Literal["round-robin", "least-connections"] = Field(
+        "round-robin", description="How a pool's target is chosen for each call."
+    )
+    health_check: HealthCheckSpec | None = None
+    circuit_breaker: CircuitBreakerSpec | None = None
+    retries: int = Field(
+        0, ge=0, le=10, description="Other targets tried when connecting fails (nothing sent)."
+    )
+    tls: TlsSpec | None = None
+    max_idle_seconds: float | None = Field(
+        None, gt=0, le=86400, description="Close pooled connections idle longer than this."
+    )
+    max_requests: int | None = Field(
+        None, ge=1, le=1_000_000, description="Close a pooled connection after this many calls."
+    )
+
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http:// or https:// URL")
-        if parts.query or parts.fragment:
-            raise ValueError("a backend URL cannot carry a query string or fragment")
-        return value.rstrip("/")
+        return None if value is None else _backend_url(value)
 
     @field_validator("app")
     @classmethod
@@ -95,8 +169,28 @@ class BackendSpec(Strict):
 
     @model_validator(mode="after")
     def _one_target(self) -> BackendSpec:
-        if (self.url is None) == (self.app is None):
-            raise ValueError("a backend needs exactly one of 'url' or 'app'")
+        given = [self.url is not None, self.app is not None, bool(self.targets)]
+        if sum(given) != 1:
+            raise ValueError("a backend needs exactly one of 'url', 'targets' or 'app'")
+        paths = {urlsplit(target.url).path for target in self.targets}
+        if len(paths) > 1:
+            raise ValueError(
+                "targets: every target needs the same path (they are instances of one service; "
+                f"found {', '.join(sorted(repr(p) for p in paths))})"
+            )
+        sockets_only = (
+            "health_check",
+            "circuit_breaker",
+            "tls",
+            "retries",
+            "max_idle_seconds",
+            "max_requests",
+        )
+        if self.app is not None and any(getattr(self, name) for name in sockets_only):
+            raise ValueError(
+                "an in-process 'app' backend has no sockets: no health_check, circuit_breaker, "
+                "tls, retries, max_idle_seconds or max_requests"
+            )
         return self
 
 

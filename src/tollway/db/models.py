@@ -8,6 +8,7 @@ gateway must notice also appends a row to ``change_log`` in the same transaction
 from __future__ import annotations
 
 import enum
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -50,7 +51,22 @@ class Timestamped:
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
-class Backend(Timestamped, Base):
+class Versioned:
+    """A row with a version, raised by every ORM update (the admin API's ETag).
+
+    SQLAlchemy writes ``UPDATE ... WHERE version = <the version read>``, so of two transactions
+    that read the same version, the second to write fails (``StaleDataError``): nobody
+    overwrites a change they did not see.
+    """
+
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
+
+
+class Backend(Versioned, Timestamped, Base):
     """Where an API's requests go: an HTTP(S) base URL or an in-process ASGI app."""
 
     __tablename__ = "backends"
@@ -63,9 +79,18 @@ class Backend(Timestamped, Base):
     read_timeout: Mapped[float] = mapped_column(Float, default=30.0)
     preserve_host: Mapped[bool] = mapped_column(Boolean, default=False)
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # A pool of instances and how calls reach them (docs/gateway.md, "Backend pools").
+    targets: Mapped[list[Any]] = mapped_column(default=list)
+    balance: Mapped[str] = mapped_column(String(30), default="round-robin")
+    health_check: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    circuit_breaker: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    tls: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    max_idle_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    max_requests: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
-class NamedValue(Timestamped, Base):
+class NamedValue(Versioned, Timestamped, Base):
     """A named string usable as ``{{name}}``; secret ones are stored encrypted."""
 
     __tablename__ = "named_values"
@@ -75,7 +100,7 @@ class NamedValue(Timestamped, Base):
     secret: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class Api(Timestamped, Base):
+class Api(Versioned, Timestamped, Base):
     """A path prefix on the gateway, fronting one backend."""
 
     __tablename__ = "apis"
@@ -96,7 +121,7 @@ class Api(Timestamped, Base):
     backend: Mapped[Backend] = relationship(lazy="joined")
 
 
-class Product(Timestamped, Base):
+class Product(Versioned, Timestamped, Base):
     """A bundle of APIs that developers subscribe to."""
 
     __tablename__ = "products"
@@ -123,7 +148,7 @@ GLOBAL_POLICIES = "global_policies"
 """The :class:`GatewaySetting` row holding the policy list that applies to every API."""
 
 
-class GatewaySetting(Base):
+class GatewaySetting(Versioned, Base):
     """Gateway-wide configuration documents, such as the global policy list."""
 
     __tablename__ = "gateway_settings"
@@ -141,7 +166,7 @@ class UserState(enum.StrEnum):
     blocked = "blocked"
 
 
-class User(Timestamped, Base):
+class User(Versioned, Timestamped, Base):
     """A developer (API consumer) or an administrator."""
 
     __tablename__ = "users"
@@ -194,7 +219,7 @@ class SubscriptionState(enum.StrEnum):
     rejected = "rejected"
 
 
-class Subscription(Timestamped, Base):
+class Subscription(Versioned, Timestamped, Base):
     """A user's subscription to a product, holding a primary and a secondary key.
 
     Keys are stored only as SHA-256 digests (hex) plus a short display prefix.
@@ -217,22 +242,63 @@ class Subscription(Timestamped, Base):
     product: Mapped[Product] = relationship(lazy="joined")
 
 
+LATENCY_BUCKETS = 18
+"""Latency bucket ``i`` counts calls that took ``[2**(i-2), 2**(i-1))`` ms; bucket 0 is
+``[0, 0.5)`` ms and bucket 17 everything from 32 768 ms (about 33 s) on."""
+LATENCY_BOUNDS: tuple[float, ...] = tuple(2.0 ** (i - 2) for i in range(1, LATENCY_BUCKETS))
+"""The lower bound (ms) of buckets 1..17, i.e. the upper bound of buckets 0..16."""
+LATENCY_COLUMNS = tuple(f"latency_{i}" for i in range(LATENCY_BUCKETS))
+
+
+def latency_bucket(latency_ms: float) -> int:
+    """The log-spaced (powers of two) latency bucket of one call: a float exponent, no search."""
+    if latency_ms < 0.5:
+        return 0
+    return min(math.frexp(latency_ms)[1] + 1, LATENCY_BUCKETS - 1)
+
+
+def _latency_column() -> Mapped[int]:
+    return mapped_column(Integer, default=0, server_default="0")
+
+
 class Usage(Base):
-    """Calls per subscription x API x minute x status class (1..5), with byte and latency sums.
+    """Calls per subscription x API x minute x status class (1..5), with byte and latency sums
+    and the calls per latency bucket (``latency_0`` ... ``latency_17``, see
+    :func:`latency_bucket`), from which the portal estimates latency percentiles.
 
     ``subscription_id`` is 0 for calls to open APIs made without a key. No foreign keys: usage is
-    a fact table that outlives deleted subscriptions and APIs.
+    a fact table that outlives deleted subscriptions and APIs. Rows written before migration
+    0006 have no bucket counts (all 0).
     """
 
     __tablename__ = "usage"
     subscription_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     api_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    minute: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    # indexed for analytics across all traffic, which filter on time alone (migration 0006)
+    minute: Mapped[datetime] = mapped_column(DateTime, primary_key=True, index=True)
     status_class: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     calls: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_0: Mapped[int] = _latency_column()
+    latency_1: Mapped[int] = _latency_column()
+    latency_2: Mapped[int] = _latency_column()
+    latency_3: Mapped[int] = _latency_column()
+    latency_4: Mapped[int] = _latency_column()
+    latency_5: Mapped[int] = _latency_column()
+    latency_6: Mapped[int] = _latency_column()
+    latency_7: Mapped[int] = _latency_column()
+    latency_8: Mapped[int] = _latency_column()
+    latency_9: Mapped[int] = _latency_column()
+    latency_10: Mapped[int] = _latency_column()
+    latency_11: Mapped[int] = _latency_column()
+    latency_12: Mapped[int] = _latency_column()
+    latency_13: Mapped[int] = _latency_column()
+    latency_14: Mapped[int] = _latency_column()
+    latency_15: Mapped[int] = _latency_column()
+    latency_16: Mapped[int] = _latency_column()
+    latency_17: Mapped[int] = _latency_column()
 
 
 class ChangeKind(enum.StrEnum):
@@ -249,3 +315,36 @@ class ChangeLog(Base):
     kind: Mapped[str] = mapped_column(String(20))
     entity_id: Mapped[int] = mapped_column(Integer, default=0)
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AdminToken(Base):
+    """A bearer token for the admin API (``twa_...``); only its SHA-256 digest is stored."""
+
+    __tablename__ = "admin_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(20))
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class AuditEntry(Base):
+    """One change, from any door: when, who (``token:NAME``, ``user:EMAIL``, ``cli``), from
+    where, what (entity, id, action) and the fields before/after, secrets masked.
+
+    Append-only: nothing in Tollway updates or deletes these rows.
+    """
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(400), index=True)
+    address: Mapped[str] = mapped_column(String(64), default="")
+    entity: Mapped[str] = mapped_column(String(40), index=True)
+    entity_id: Mapped[str] = mapped_column(String(400), default="")
+    action: Mapped[str] = mapped_column(String(40))
+    changes: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -32,6 +32,7 @@ class RequestContext:
     now: float
     grant: Grant | None = None
     claims: dict[str, object] | None = None  # from validate-jwt
+    cache: str = ""  # what the cache policy did: "hit", "miss", "bypass" ("" without one)
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

@@ -7,7 +7,8 @@ subscription, and per the values of the request headers a response names in ``Va
 Shared caching must never hand one user's answer to another (RFC 9111 §3, §3.5), so by default:
 requests carrying ``Authorization`` or ``Cookie`` are neither answered from nor stored in the
 cache; responses with ``Set-Cookie``, ``Cache-Control: no-store``/``no-cache``/``private`` or
-``Vary: *`` are not stored. ``allow_private_response_caching`` (APIM's
+``Vary: *`` are not stored, nor Server-Sent Events (``Content-Type: text/event-stream``: a live
+stream, not a document to replay). ``allow_private_response_caching`` (APIM's
 ``allow-private-response-caching``) lets credentialed requests and ``private`` responses in,
 each entry then keyed by the request's credentials, so it is only ever replayed to a request
 carrying the same ones. Only complete 200 responses up to ``max_entry_bytes`` are stored.
@@ -35,6 +36,7 @@ from tollway.types import Headers
 
 CREDENTIALS = (b"authorization", b"cookie")
 NEVER_STORED = frozenset({b"no-store", b"no-cache"})
+EVENT_STREAM = b"text/event-stream"  # Server-Sent Events: never stored
 VARY_MARKER = 0  # status of the entry that records which request headers a response varies on
 NOT_STORED = frozenset({b"content-length", b"transfer-encoding", b"x-cache", b"age"})
 
@@ -72,6 +74,8 @@ def response_vary(status: int, headers: Headers, *, allow_private: bool) -> list
                 return None
         elif name == b"vary":
             vary += [v.strip().lower() for v in value.split(b",") if v.strip()]
+        elif name == b"content-type" and value.split(b";")[0].strip().lower() == EVENT_STREAM:
+            return None
     return None if b"*" in vary else sorted(set(vary))
 
 
@@ -105,11 +109,13 @@ class CachePolicy:
 
     def key(self, ctx: RequestContext, query: bytes) -> str | None:
         """The base key of this request, or None when the cache must not be used for it."""
+        ctx.cache = "bypass"  # (what the call's metrics count: "miss" or "hit" once looked up)
         if ctx.method not in ("GET", "HEAD"):
             return None
         credentials = [ctx.header(name) for name in CREDENTIALS]
         if not self.allow_private and any(value is not None for value in credentials):
             return None
+        ctx.cache = "miss"
         pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
         kept = sorted(p for p in pairs if self.all_query or p[0] in self.query)
         host = (ctx.header(b"host") or b"").lower()
@@ -143,6 +149,7 @@ class CachePolicy:
             return None
         if hit is None or marker_names(hit) is not None:
             return None
+        ctx.cache = "hit"
         return hit
 
     def capture(self, ctx: RequestContext, key: str) -> CacheCapture | None:

@@ -14,9 +14,10 @@ import re
 
 from pydantic import Field, model_validator
 
-from tollway.policies.base import PolicyConfig
+from tollway.policies.base import PolicyConfig, Reject, RequestContext
 from tollway.policies.phases import Merge, Phase
 from tollway.policies.registry import BuildContext, register
+from tollway.problems import CORS_FORBIDDEN
 from tollway.types import Headers
 
 
@@ -95,7 +96,21 @@ class CorsPolicy:
             out.append((b"access-control-allow-headers", allowed_headers))
         return out
 
-    def response_headers(self, origin: bytes | None) -> Headers:
+    def answer_preflight(self, ctx: RequestContext) -> Headers | Reject | None:
+        """An ``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``: the headers
+        of the 204 answer, or 403 for an origin or method that is not allowed; None for any
+        other request."""
+        origin = ctx.header(b"origin")
+        wanted = ctx.header(b"access-control-request-method")
+        if ctx.method != "OPTIONS" or origin is None or wanted is None:
+            return None
+        requested = ctx.header(b"access-control-request-headers")
+        allowed = self.preflight(origin, wanted, requested)
+        return Reject(CORS_FORBIDDEN) if allowed is None else allowed
+
+    def response_headers(self, request: Headers) -> Headers:
+        """The CORS headers of an answer (the backend's or the gateway's) to ``request``."""
+        origin = next((value for name, value in request if name == b"origin"), None)
         if origin is None or not self.allows(origin.decode("latin-1")):
             return []
         out = self._origin_headers(origin)

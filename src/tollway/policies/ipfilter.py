@@ -50,7 +50,7 @@ class IpFilterPolicy:
         self.allow = tuple(ipaddress.ip_network(v, strict=False) for v in config.allow)
         self.deny = tuple(ipaddress.ip_network(v, strict=False) for v in config.deny)
 
-    def check(self, ctx: RequestContext) -> Reject | None:
+    def check_access(self, ctx: RequestContext) -> Reject | None:
         try:
             address: Any = ipaddress.ip_address(ctx.client_ip)
         except ValueError:

@@ -107,7 +107,7 @@ class JwtPolicy:
         self.jwks = JwksCache(config)
         self.claim_headers = [(c, h.lower().encode()) for c, h in config.claims_to_headers.items()]
 
-    async def check(self, ctx: RequestContext) -> Reject | None:
+    async def authenticate(self, ctx: RequestContext) -> Reject | None:
         value = ctx.header(b"authorization")
         if value is None or value[:7].lower() != b"bearer ":
             return _refuse("a bearer token is required in the Authorization header")
@@ -139,9 +139,11 @@ class JwtPolicy:
         ctx.claims = claims
         return None
 
-    def edit_request(self, headers: Headers, claims: dict[str, object] | None) -> Headers:
+    def edit_request(self, headers: Headers, ctx: RequestContext) -> Headers:
+        """``claims_to_headers``: the token's claims as request headers for the backend."""
         if not self.claim_headers:
             return headers
+        claims = ctx.claims
         drop = {header for _, header in self.claim_headers}
         out = [h for h in headers if h[0] not in drop]
         for claim, header in self.claim_headers:

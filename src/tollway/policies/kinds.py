@@ -14,10 +14,11 @@ from tollway.policies import (
     setheader,
     sizelimit,
     timeout,
+    websocket,
 )
 from tollway.policies.registry import POLICY_BUILDERS, POLICY_MODELS, BuildContext
 
-BUILT_IN = (cache, cors, ipfilter, jwt, quota, ratelimit, setheader, sizelimit, timeout)
+BUILT_IN = (cache, cors, ipfilter, jwt, quota, ratelimit, setheader, sizelimit, timeout, websocket)
 
 
 def validate_policy(entry: dict[str, Any]) -> dict[str, Any]:

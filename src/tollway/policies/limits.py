@@ -35,12 +35,9 @@ class Limits:
 
 
 def collect_limits(chain: Chain, ctx: RequestContext) -> Limits | None:
-    if not chain.limiters:
+    if not chain.limit_checks_hooks:
         return None
-    checks: list[LimitCheck] = []
-    for limiter in chain.limiters:
-        checks += limiter.checks(ctx)
-    return Limits(checks, chain)
+    return Limits(chain.limit_checks(ctx), chain)
 
 
 def limit_headers(limits: Limits, states: list[LimitState]) -> Headers:

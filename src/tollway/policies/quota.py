@@ -95,10 +95,10 @@ class QuotaPolicy:
         return f"tw:q:{self.uid}:{what}:{subject(self.config.key, ctx)}"
 
     def limit_specs(self) -> list[LimitSpec]:
-        """What the RateLimit headers say, in the order of :meth:`checks`."""
+        """What the RateLimit headers say, in the order of :meth:`limit_checks`."""
         return [self.specs[what] for what in ("calls", "bytes") if getattr(self.config, what)]
 
-    def checks(self, ctx: RequestContext) -> list[LimitCheck]:
+    def limit_checks(self, ctx: RequestContext) -> list[LimitCheck]:
         index, elapsed, length = self.periods.at(ctx.now)
         found = []
         if self.config.calls:
@@ -110,12 +110,13 @@ class QuotaPolicy:
             found.append(LimitCheck(key, self.config.bytes, length, index, elapsed, False, 0))
         return found
 
-    def bytes_check(self, ctx: RequestContext) -> LimitCheck | None:
-        """The byte counter to add a finished call's bytes to."""
+    def byte_checks(self, ctx: RequestContext) -> list[LimitCheck]:
+        """The byte counter to add a finished call's bytes to (none without ``bytes``)."""
         if not self.config.bytes:
-            return None
+            return []
         index, elapsed, length = self.periods.at(ctx.now)
-        return LimitCheck(self._key(ctx, "b"), self.config.bytes, length, index, elapsed, False, 0)
+        key = self._key(ctx, "b")
+        return [LimitCheck(key, self.config.bytes, length, index, elapsed, False, 0)]
 
 
 register("quota", QuotaConfig, QuotaPolicy)

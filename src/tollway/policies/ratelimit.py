@@ -109,7 +109,7 @@ class RateLimitPolicy:
     def limit_specs(self) -> list[LimitSpec]:
         return [self.spec]
 
-    def checks(self, ctx: RequestContext) -> list[LimitCheck]:
+    def limit_checks(self, ctx: RequestContext) -> list[LimitCheck]:
         index, elapsed = sliding_position(ctx.now, self.window)
         key = f"tw:rl:{self.uid}:{subject(self.key, ctx)}"
         return [LimitCheck(key, self.calls, self.window, index, elapsed, True)]

@@ -12,7 +12,7 @@ import re
 
 from pydantic import Field, field_validator
 
-from tollway.policies.base import PolicyConfig
+from tollway.policies.base import PolicyConfig, RequestContext
 from tollway.policies.phases import Merge, Phase
 from tollway.policies.registry import BuildContext, register
 from tollway.types import Headers
@@ -95,7 +95,7 @@ class SetHeaderPolicy:
             n for n, _ in self.response
         }
 
-    def edit_request(self, headers: Headers) -> Headers:
+    def edit_request(self, headers: Headers, ctx: RequestContext) -> Headers:
         return [h for h in headers if h[0] not in self.request_drop] + self.request
 
     def edit_response(self, headers: Headers) -> Headers:

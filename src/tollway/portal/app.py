@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from tollway.errors import NotFound, UserError
 from tollway.portal import admin, auth, pages, session_pages, usage
+from tollway.portal.api_bridge import AdminApiBridge
 from tollway.portal.edge import PortalEdge, allowed_hosts
 from tollway.portal.limits import CounterAttemptLimiter
 from tollway.portal.oidc import OidcClient
@@ -31,14 +32,17 @@ from tollway.proxies import ProxyTrust
 from tollway.services.portal_sessions import SessionRules
 from tollway.settings import Settings
 from tollway.stores import CounterStore, MemoryCounterStore
+from tollway.types import ASGIApp
 
 logger = logging.getLogger("tollway.portal")
 
 SUB = "/subscriptions/{subscription_id:int}"
 
 
-def _routes() -> list[Route | Mount]:
+def _routes(admin_api: ASGIApp | None) -> list[Route | Mount]:
+    bridge = [Mount("/admin/api/v1", app=AdminApiBridge(admin_api))] if admin_api else []
     return [
+        *bridge,
         Route("/", pages.catalogue),
         Route("/signup", auth.signup, methods=["GET", "POST"]),
         Route("/signin", auth.signin, methods=["GET", "POST"]),
@@ -56,8 +60,15 @@ def _routes() -> list[Route | Mount]:
         Route(f"{SUB}/cancel", pages.cancel, methods=["POST"]),
         Route(f"{SUB}/usage", usage.usage_page),
         Route(f"{SUB}/usage.svg", usage.usage_chart),
+        Route(f"{SUB}/usage.csv", usage.usage_download),
         Route("/admin", admin.overview),
+        Route("/admin/analytics", usage.analytics_page),
+        Route("/admin/analytics.svg", usage.analytics_chart),
+        Route("/admin/analytics.csv", usage.analytics_download),
         Route(f"/admin{SUB}", admin.change_subscription, methods=["POST"]),
+        Route(f"/admin{SUB}/regenerate", admin.regenerate_key, methods=["POST"]),
+        Route("/admin/config", admin.configuration),
+        Route("/admin/audit", admin.audit_log),
         Route("/admin/users/{user_id:int}", admin.change_user, methods=["POST"]),
         Route(
             "/admin/users/{user_id:int}/sessions/end",
@@ -105,8 +116,12 @@ def create_portal(
     portal_settings: PortalSettings | None = None,
     clock: Callable[[], float] = time.time,
     counters: CounterStore | None = None,
+    admin_api: ASGIApp | None = None,
 ) -> Starlette:
     """The developer portal as an ASGI app; it expects full paths under ``/portal``.
+
+    ``admin_api`` (the admin API app) is also served to signed-in admins at
+    ``/portal/admin/api/v1`` with their session (``tollway.portal.api_bridge``).
 
     ``counters`` is the gateway's counter store (memory or Redis), which also counts sign-in
     attempts; without one the portal keeps its own in memory. ``clock`` times sessions, links'
@@ -142,7 +157,7 @@ def create_portal(
         },
     )
     app = Starlette(
-        routes=[Mount(PREFIX, routes=_routes())],
+        routes=[Mount(PREFIX, routes=_routes(admin_api))],
         middleware=[
             Middleware(
                 PortalEdge,

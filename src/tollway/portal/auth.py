@@ -40,7 +40,9 @@ async def signup(request: Request) -> Response:
     if not await _spend_signup(request):
         return render(request, "signup.html", 429, email=email, error=TOO_MANY_SIGNUPS)
     try:
-        user = await portal.db(users.register, email, password, name=str(form.get("name", "")))
+        user = await portal.act(
+            request, users.register, email, password, name=str(form.get("name", ""))
+        )
     except UserError as exc:
         return render(request, "signup.html", 400, email=email, error=str(exc))
     if user is not None and portal.verification is not None and portal.verification.hook_url:
@@ -74,7 +76,7 @@ async def verify_email(request: Request) -> Response:
         if (portal.verification is not None)
         else None
     )
-    if found is None or not await portal.db(users.mark_email_verified, *found):
+    if found is None or not await portal.act(request, users.mark_email_verified, *found):
         message = "This verification link is not valid or has expired. Sign up again for a new one."
         return render(request, "error.html", 400, message=message)
     return render(request, "signin.html", email=found[1], next_url=HOME, message=VERIFIED)
@@ -115,7 +117,7 @@ async def reset_password(request: Request) -> Response:
     if found is None:
         return render(request, "error.html", 400, message=BAD_RESET)
     try:
-        email = await portal.db(users.reset_password, found[0], found[1], password)
+        email = await portal.act(request, users.reset_password, found[0], found[1], password)
     except UserError as exc:
         return render(request, "reset.html", 400, token=token, error=str(exc))
     if email is None:
@@ -198,7 +200,7 @@ async def oidc_callback(request: Request) -> Response:
         identity = await client.finish(
             dict(request.query_params), pending, _callback_url(request, name)
         )
-        user = await portal_of(request).db(identities.sign_in_external, identity)
+        user = await portal_of(request).act(request, identities.sign_in_external, identity)
     except (OidcError, UserError) as exc:
         logger.info("OpenID Connect sign-in with %s failed: %s", name, exc)
         return render(request, "auth_error.html", 400, message=str(exc))

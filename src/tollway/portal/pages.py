@@ -92,8 +92,8 @@ async def subscribe(request: Request) -> Response:
     try:
         portal = portal_of(request)
         required = portal.settings.verification_required
-        keys = await portal.db(
-            _subscribe, signed_in(request), str(form.get("product", "")), required
+        keys = await portal.act(
+            request, _subscribe, signed_in(request), str(form.get("product", "")), required
         )
     except UserError as exc:
         return await _account_page(request, _status(exc), error=str(exc))
@@ -115,8 +115,8 @@ async def regenerate(request: Request) -> Response:
     form = await checked_form(request)
     subscription_id = request.path_params["subscription_id"]
     try:
-        keys = await portal_of(request).db(
-            _regenerate, signed_in(request), subscription_id, str(form.get("slot", ""))
+        keys = await portal_of(request).act(
+            request, _regenerate, signed_in(request), subscription_id, str(form.get("slot", ""))
         )
     except UserError as exc:
         return await _account_page(request, _status(exc), error=str(exc))
@@ -132,8 +132,8 @@ def _cancel(session: Session, user: User, subscription_id: int) -> None:
 async def cancel(request: Request) -> Response:
     await checked_form(request)
     try:
-        await portal_of(request).db(
-            _cancel, signed_in(request), request.path_params["subscription_id"]
+        await portal_of(request).act(
+            request, _cancel, signed_in(request), request.path_params["subscription_id"]
         )
     except UserError as exc:
         return await _account_page(request, _status(exc), error=str(exc))

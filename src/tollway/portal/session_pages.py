@@ -6,6 +6,7 @@ account page (``pages``).
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,6 +19,8 @@ from tollway.portal.web import (
     redirect,
     signed_in,
 )
+from tollway.services.audit import record
+from tollway.services.portal_sessions import end_user_sessions
 
 
 @login_required
@@ -36,5 +39,10 @@ async def end_one(request: Request) -> Response:
 async def end_users_sessions(request: Request) -> Response:
     """An administrator signs a user out everywhere (their keys keep working)."""
     await checked_form(request)
-    await portal_of(request).signins.end_all(request.path_params["user_id"])
+    await portal_of(request).act(request, _sign_out_everywhere, request.path_params["user_id"])
     return redirect(f"{PREFIX}/admin")
+
+
+def _sign_out_everywhere(session: Session, user_id: int) -> None:
+    ended = end_user_sessions(session, user_id)
+    record(session, "user", user_id, "sign-out-everywhere", sessions_ended=ended)

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from tollway.db.models import User, UserRole
+from tollway.db.models import LATENCY_BOUNDS, User, UserRole
 from tollway.db.session import transaction
 from tollway.portal.limits import AttemptLimiter
 from tollway.portal.oidc import OidcClient
@@ -25,6 +25,7 @@ from tollway.portal.security import CSRF_FIELD, PREFIX, check_csrf, csrf_token, 
 from tollway.portal.sessions import SignIns
 from tollway.portal.settings import PortalSettings
 from tollway.portal.verification import EmailLinks
+from tollway.services.audit import Actor, acting
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -35,6 +36,25 @@ TEMPLATES = jinja2.Environment(
     autoescape=True,  # every template, whatever its extension
     undefined=jinja2.StrictUndefined,
 )
+
+
+def milliseconds(value: float | None) -> str:
+    """A latency for people: "0.42 ms", "12.3 ms", "1.25 s"; from the last bucket on, "≥"."""
+    if value is None:
+        return "-"
+    if value >= LATENCY_BOUNDS[-1]:
+        return f"≥ {LATENCY_BOUNDS[-1] / 1000:.1f} s"
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    return f"{value:.{0 if value >= 100 else 1 if value >= 1 else 2}f} ms"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
+
+
+TEMPLATES.filters["ms"] = milliseconds
+TEMPLATES.filters["percent"] = percent
 
 
 @dataclass
@@ -62,6 +82,30 @@ class Portal:
                 return work(session, *args, **kwargs)
 
         return await run_in_threadpool(run)
+
+    async def act(
+        self,
+        request: Request,
+        work: Callable[Concatenate[Session, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Like :meth:`db`, for work that changes something: the audit log names the
+        signed-in user (else ``portal``) and the client's address."""
+        actor = actor_of(request)
+
+        def run() -> T:
+            with transaction(self.sessions) as session:
+                return work(acting(session, actor), *args, **kwargs)
+
+        return await run_in_threadpool(run)
+
+
+def actor_of(request: Request) -> Actor:
+    """Who acts through this request, for the audit log."""
+    user = request.scope.get("user")
+    address = request.client.host if request.client else ""
+    return Actor.user(user.email, address) if user is not None else Actor("portal", address)
 
 
 def portal_of(request: Request) -> Portal:

@@ -9,8 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tollway.db.models import ChangeKind, Product, Subscription, SubscriptionState, User
-from tollway.errors import NotFound, UserError
+from tollway.errors import Conflict, NotFound, UserError
 from tollway.keys import display_prefix, generate_key, key_digest
+from tollway.services.audit import record
 from tollway.services.changes import record_change
 
 KeySlot = Literal["primary", "secondary"]
@@ -67,7 +68,20 @@ def create_subscription(
     session.add(subscription)
     session.flush()
     record_change(session, ChangeKind.subscription, subscription.id)
+    record(
+        session, "subscription", subscription.id, "create", after=subscription_view(subscription)
+    )
     return IssuedKeys(subscription, primary, secondary)
+
+
+def subscription_view(subscription: Subscription) -> dict[str, object]:
+    """What the audit log keeps of a subscription (no key material, not even prefixes)."""
+    return {
+        "user": subscription.user.email,
+        "product": subscription.product.name,
+        "name": subscription.name,
+        "state": str(subscription.state),
+    }
 
 
 def regenerate_key(session: Session, subscription: Subscription, slot: KeySlot) -> str:
@@ -83,6 +97,7 @@ def regenerate_key(session: Session, subscription: Subscription, slot: KeySlot) 
         raise UserError(f"key slot must be 'primary' or 'secondary', not {slot!r}")
     session.flush()
     record_change(session, ChangeKind.subscription, subscription.id)
+    record(session, "subscription", subscription.id, "regenerate-key", slot=slot)
     return key
 
 
@@ -106,10 +121,21 @@ def set_subscription_state(
     if current == state:
         return
     if current not in _TRANSITIONS.get(state, set()):
-        raise UserError(f"subscription {subscription.id} is {current}; it cannot become {state}")
+        raise Conflict(f"subscription {subscription.id} is {current}; it cannot become {state}")
     subscription.state = state
     session.flush()
     record_change(session, ChangeKind.subscription, subscription.id)
+    approved = current == SubscriptionState.submitted and state == SubscriptionState.active
+    action = "approve" if approved else _ACTIONS.get(state, str(state))
+    record(session, "subscription", subscription.id, action, {"state": current}, {"state": state})
+
+
+_ACTIONS = {
+    SubscriptionState.active: "activate",
+    SubscriptionState.suspended: "suspend",
+    SubscriptionState.cancelled: "cancel",
+    SubscriptionState.rejected: "reject",
+}
 
 
 def subscriptions_of(session: Session, user: User) -> list[Subscription]:
@@ -124,12 +150,25 @@ def subscriptions_of(session: Session, user: User) -> list[Subscription]:
 
 
 def list_subscriptions(
-    session: Session, state: SubscriptionState | None = None
+    session: Session,
+    state: SubscriptionState | None = None,
+    *,
+    user_id: int | None = None,
+    product_id: int | None = None,
+    after_id: int = 0,
+    limit: int | None = None,
 ) -> list[Subscription]:
-    """All subscriptions, optionally only those in ``state``, oldest first."""
-    query = select(Subscription).order_by(Subscription.id)
+    """All subscriptions, optionally only those in ``state`` (of a user, of a product), oldest
+    first; ``after_id`` and ``limit`` page through them."""
+    query = select(Subscription).where(Subscription.id > after_id).order_by(Subscription.id)
     if state is not None:
         query = query.where(Subscription.state == state)
+    if user_id is not None:
+        query = query.where(Subscription.user_id == user_id)
+    if product_id is not None:
+        query = query.where(Subscription.product_id == product_id)
+    if limit is not None:
+        query = query.limit(limit)
     return list(session.scalars(query))
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from tollway.db.models import ChangeKind, User, UserRole, UserState
 from tollway.errors import NotFound, UserError
+from tollway.services.audit import record
 from tollway.services.changes import record_change
 from tollway.services.passwords import check_strength, hash_password, verify_password
 from tollway.services.portal_sessions import end_user_sessions
@@ -53,17 +54,34 @@ def create_user(
     user = User(email=email, name=name, role=role, password_hash=password_hash)
     session.add(user)
     session.flush()
+    record(session, "user", user.id, "create", after=user_view(user))
     return user
+
+
+def user_view(user: User) -> dict[str, object]:
+    """What the audit log and the admin API show of a user (never the password hash)."""
+    return {
+        "email": user.email,
+        "name": user.name,
+        "role": str(user.role),
+        "state": str(user.state),
+        "email_verified": bool(user.email_verified),
+    }
 
 
 def set_user_state(session: Session, user: User, state: UserState) -> None:
     """Block or unblock a user; blocking disables all their keys in every gateway and ends
     every portal session of theirs."""
+    before = str(user.state)
+    if before == state:
+        return
     user.state = state
     if state == UserState.blocked:
         end_user_sessions(session, user.id)
     session.flush()
     record_change(session, ChangeKind.user, user.id)
+    action = "block" if state == UserState.blocked else "unblock"
+    record(session, "user", user.id, action, {"state": before}, {"state": str(state)})
 
 
 def register(session: Session, email: str, password: str, *, name: str = "") -> User | None:
@@ -87,6 +105,7 @@ def mark_email_verified(session: Session, user_id: int, email: str) -> bool:
         return False
     user.email_verified = True
     session.flush()
+    record(session, "user", user.id, "verify-email")
     return True
 
 
@@ -148,3 +167,20 @@ def set_password(session: Session, user: User, password: str) -> None:
     user.password_hash = hash_password(password)
     end_user_sessions(session, user.id)
     session.flush()
+    record(session, "user", user.id, "set-password")
+
+
+def update_user(
+    session: Session, user: User, *, name: str | None = None, role: UserRole | None = None
+) -> None:
+    """Change a user's display name or role (one audit row for what changed)."""
+    before = user_view(user)
+    if name is not None:
+        user.name = name.strip()[:200]
+    if role is not None:
+        user.role = role
+    after = user_view(user)
+    if after == before:
+        return
+    session.flush()
+    record(session, "user", user.id, "update", before, after)

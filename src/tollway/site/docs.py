@@ -198,6 +198,9 @@ def refusing_frames(app: ASGIApp) -> ASGIApp:
     return framed
 
 
+ADMIN_OPENAPI = "/admin/api/v1/openapi.json"
+
+
 def create_docs_app(get_state: Callable[[], GatewayState]) -> ASGIApp:
     """The ``/docs`` app; ``get_state`` returns the gateway's current state."""
     cache = DocumentCache()
@@ -221,7 +224,21 @@ def create_docs_app(get_state: Callable[[], GatewayState]) -> ASGIApp:
                 f'<span class="tag">{access}</span></p></section>'
             )
         listing = "".join(items) or "<p>No APIs are published yet.</p>"
-        return _page("APIs", f"<main><h1>APIs</h1>{listing}</main>")
+        admins = (
+            '<p class="admin">For administrators: the <a href="/docs/-/admin">admin API</a> '
+            "(an admin token is needed to call it).</p>"
+        )
+        return _page("APIs", f"<main><h1>APIs</h1>{listing}{admins}</main>")
+
+    async def admin_api(request: Request) -> Response:
+        """Swagger UI for the admin API's own document (docs/admin-api.md)."""
+        head = '\n<link rel="stylesheet" href="/docs/-/swagger/swagger-ui.css">'
+        body = (
+            f'<div id="swagger-ui" data-openapi-url="{ADMIN_OPENAPI}"></div>'
+            '<script src="/docs/-/swagger/swagger-ui-bundle.js"></script>'
+            '<script src="/docs/-/tollway/docs-init.js"></script>'
+        )
+        return _page("Tollway admin API", body, head)
 
     async def swagger_ui(request: Request) -> Response:
         route = find(request.path_params["api"])
@@ -259,6 +276,7 @@ def create_docs_app(get_state: Callable[[], GatewayState]) -> ASGIApp:
                 Route("/docs/", catalogue),
                 Mount("/docs/-/swagger", StaticFiles(directory=SWAGGER_ASSETS), name="swagger"),
                 Mount("/docs/-/tollway", StaticFiles(directory=OWN_ASSETS), name="tollway"),
+                Route("/docs/-/admin", admin_api),
                 Route("/docs/{api}", swagger_ui),
                 Route("/docs/{api}/openapi.json", openapi),
             ],

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from html import escape
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -51,7 +52,9 @@ def problem_exception_handlers() -> dict[Any, ExceptionHandler]:
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 
 
-def create_internal_app(readiness: Readiness) -> Starlette:
+def create_internal_app(
+    readiness: Readiness, metrics: Callable[[], bytes] | None = None
+) -> Starlette:
     started = time.time()
 
     async def health(request: Request) -> Response:
@@ -62,6 +65,11 @@ def create_internal_app(readiness: Readiness) -> Starlette:
         if ok:
             return JSONResponse({"status": "ready", **body})
         return JSONResponse({"status": "not ready", **body}, status_code=503)
+
+    async def prometheus(request: Request) -> Response:
+        if metrics is None:
+            return problem_response(problems.NOT_FOUND)
+        return Response(metrics(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     async def problem_index(request: Request) -> Response:
         items = "".join(
@@ -85,6 +93,7 @@ def create_internal_app(readiness: Readiness) -> Starlette:
         routes=[
             Route("/-/health", health),
             Route("/-/ready", ready),
+            Route("/-/metrics", prometheus),
             Route("/-/problems", problem_index),
             Route("/-/problems/{slug}", problem_page),
         ],

@@ -1,9 +1,12 @@
 """Counters and cache in Redis, shared by every gateway process and machine.
 
-All of a request's limits are checked and charged by one Lua script (one round trip, atomic).
-When Redis cannot be reached the store raises :class:`StoreUnavailable` at once and, for the
-next second, without trying again (so a dead Redis does not add a timeout to every request);
-redis-py reconnects by itself when Redis is back.
+All of a request's limits are checked and charged by one Lua script (one round trip, atomic),
+on one Redis server (``redis://``, ``rediss://`` over TLS), the master Sentinel names, or the
+Cluster node that holds the counters' one hash slot (:mod:`tollway.stores.redis_url` lists the
+URL forms). When Redis cannot be reached the store raises :class:`StoreUnavailable` at once
+and, for the next second, without trying again (so a dead Redis does not add a timeout to
+every request); both clients connect again (finding the master or the slot's node again) when
+Redis is back.
 """
 
 from __future__ import annotations
@@ -11,13 +14,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import RedisSSLContext
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from tollway.stores import redis_url
 from tollway.stores.base import (
     CachedResponse,
     LimitCheck,
@@ -69,17 +81,92 @@ return counts
 """
 
 
-def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
-    """A client whose pool waits for a free connection instead of failing under bursts."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=2.0,
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
-        health_check_interval=10,
+CLUSTER_TAG = "{tw}"
+"""Prefix of every counter key on Redis Cluster: the hash tag puts them all in one slot, so the
+check script may touch any of them in one call (see docs/policies.md, "Redis Cluster")."""
+
+Client = aioredis.Redis | RedisCluster
+
+
+@dataclass(slots=True)
+class Connected:
+    """What :func:`connect` opened: redis-py's client, the lean client for the hot path when
+    the URL allows it, and the prefix of counter keys."""
+
+    client: Client
+    lean: RespClient | None = None
+    tag: str = ""
+    sentinel: Sentinel | None = None  # (its connections to the sentinels, closed with the rest)
+
+
+def connect(url: str, max_connections: int = 64) -> Connected:
+    """The clients for ``url`` (any form of :mod:`tollway.stores.redis_url`). Nothing is
+    contacted yet; a bad URL raises ValueError saying what to fix."""
+    target = redis_url.parse(url)
+    timeouts: dict[str, Any] = {
+        "socket_timeout": 1.0,
+        "socket_connect_timeout": 1.0,
+        "health_check_interval": 10,
+    }
+    tls = tls_context(target.ssl) if target.tls else None
+    if target.mode == "single":
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=2.0, **timeouts
+        )
+        lean = None if url.startswith("unix:") else RespClient.from_url(url, tls)
+        return Connected(aioredis.Redis(connection_pool=pool), lean)
+    # One quick retry: on Sentinel it asks for the master again, on a Cluster for its map.
+    common = {**timeouts, **target.auth, **target.ssl, "retry": Retry(NoBackoff(), 1)}
+    if target.mode == "sentinel":
+        sentinels = Sentinel(  # type: ignore[no-untyped-call]
+            target.nodes,
+            sentinel_kwargs={**timeouts, **target.ssl, **target.sentinel_auth},
+            **common,
+        )
+        master = sentinels.master_for(target.service, db=target.db)
+        lean = RespClient(
+            db=target.db,
+            tls=tls,
+            locate=partial(sentinels.discover_master, target.service),
+            username=target.auth.get("username"),
+            password=target.auth.get("password"),
+        )
+        return Connected(master, lean, sentinel=sentinels)
+    nodes = [ClusterNode(host, port) for host, port in target.nodes]
+    # (redis-py's cluster pools raise when full instead of waiting, so theirs is roomy; the
+    # Sentinel pool is unbounded, like redis-py's default. Only the cache and rare updates use
+    # them: the limit checks share the lean client's one connection.)
+    cluster = RedisCluster(startup_nodes=nodes, max_connections=16 * max_connections, **common)
+    lean = RespClient(
+        tls=tls,
+        locate=partial(counters_node, cluster),
+        username=target.auth.get("username"),
+        password=target.auth.get("password"),
     )
-    return aioredis.Redis(connection_pool=pool)
+    return Connected(cluster, lean, tag=CLUSTER_TAG)
+
+
+async def counters_node(cluster: RedisCluster) -> tuple[str, int]:
+    """The node that holds the counters' slot, from a fresh map of the cluster (asked when the
+    lean client connects: at the start and after the slot moved or its node failed)."""
+    await cluster.initialize()
+    await cluster.nodes_manager.initialize()
+    node = cluster.get_node_from_key(CLUSTER_TAG)
+    if node is None:
+        raise RedisError("no node holds the counters' slot")
+    return node.host, int(node.port)
+
+
+def tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS settings of the URL as redis-py's own connections apply them (system CAs plus
+    ``ssl_ca_certs``; certificate and host name checked unless ``ssl_cert_reqs=none``)."""
+    return RedisSSLContext(
+        keyfile=options.get("ssl_keyfile"),
+        certfile=options.get("ssl_certfile"),
+        cert_reqs=options.get("ssl_cert_reqs", "required"),
+        ca_certs=options.get("ssl_ca_certs"),
+        check_hostname=options.get("ssl_check_hostname", True),
+    ).get()
 
 
 class _Breaker:
@@ -111,6 +198,9 @@ class _Breaker:
         self.open_until = 0.0
 
 
+LOOK_AGAIN = ("READONLY", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+"""Error replies after which the lean client looks for the counters' server again."""
+
 CHECK_SHA = hashlib.sha1(CHECK_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 
@@ -120,22 +210,24 @@ class RedisCounterStore:
 
     is_shared = True
 
-    def __init__(self, client: aioredis.Redis, resp: RespClient | None = None) -> None:
-        self.client = client
-        self.resp = resp
-        self.script = client.register_script(CHECK_SCRIPT)
+    def __init__(self, connected: Connected) -> None:
+        self.connected = connected
+        self.client = connected.client
+        self.resp = connected.lean
+        self.tag = connected.tag  # every counter key starts with it
+        self.script = self.client.register_script(CHECK_SCRIPT)
         self.breaker = _Breaker()
 
     def check_now(self, checks: Sequence[LimitCheck]) -> None:
         return None  # always a round trip
 
-    @staticmethod
-    def script_arguments(checks: Sequence[LimitCheck]) -> list[Any]:
+    def script_arguments(self, checks: Sequence[LimitCheck]) -> list[Any]:
         """``numkeys, *keys, *args`` for the check script."""
         keys: list[Any] = []
         args: list[Any] = []
+        tag = self.tag
         for check in checks:
-            keys += (f"{check.key}:{check.index}", f"{check.key}:{check.index - 1}")
+            keys += (f"{tag}{check.key}:{check.index}", f"{tag}{check.key}:{check.index - 1}")
             weight = max(0.0, 1.0 - check.elapsed / check.window) if check.sliding else 0.0
             args += (check.limit, 1 if check.sliding else 0, weight, check.cost, check.ttl)
         return [len(keys), *keys, *args]
@@ -157,6 +249,8 @@ class RedisCounterStore:
         try:
             return await self.resp.call("EVALSHA", CHECK_SHA, *arguments)
         except RespError as exc:
+            if str(exc).startswith(LOOK_AGAIN):  # a master demoted, a slot moved: find it again
+                self.resp.close()
             if not str(exc).startswith("NOSCRIPT"):
                 raise
             return await self.resp.call("EVAL", CHECK_SCRIPT, *arguments)  # loads it too
@@ -174,7 +268,7 @@ class RedisCounterStore:
 
     async def add(self, key: str, index: int, amount: int, ttl: int) -> None:
         self.breaker.guard()
-        slot = f"{key}:{index}"
+        slot = f"{self.tag}{key}:{index}"
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.incrby(slot, amount)
@@ -187,7 +281,7 @@ class RedisCounterStore:
     async def clear(self, key: str, indexes: Sequence[int]) -> None:
         self.breaker.guard()
         try:
-            await self.client.delete(*(f"{key}:{index}" for index in indexes))
+            await self.client.delete(*(f"{self.tag}{key}:{index}" for index in indexes))
         except (RedisError, OSError) as exc:
             raise self.breaker.failed(exc) from None
         self.breaker.ok()
@@ -195,7 +289,13 @@ class RedisCounterStore:
     async def aclose(self) -> None:
         if self.resp is not None:
             self.resp.close()
-        await self.client.aclose(close_connection_pool=True)
+        if isinstance(self.client, RedisCluster):
+            await self.client.aclose()
+        else:
+            await self.client.aclose(close_connection_pool=True)
+        if self.connected.sentinel is not None:
+            for sentinel in self.connected.sentinel.sentinels:
+                await sentinel.aclose()
 
 
 class RedisCacheStore:
@@ -203,7 +303,7 @@ class RedisCacheStore:
 
     PREFIX = "tollway:cache:"
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
         self.breaker = _Breaker()
 

@@ -5,17 +5,25 @@ redis-py's asyncio client spends ~150-200 µs of Python per command here; limits
 ``EVALSHA`` per request, so that is most of what Redis mode costs. This client writes the
 command and resolves a future when the reply arrives, in order, with no task per call. It only
 does what the counters need (EVALSHA/EVAL and plain commands); redis-py stays for the rest.
+
+It speaks plain TCP or TLS (an ``ssl.SSLContext`` built by redis-py from the URL's options), to
+a fixed address or to one found when connecting (``locate``: the master Sentinel names, the
+Cluster node of the counters' slot). One connection also means one TLS handshake, not one per
+pooled connection under a burst.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
+from redis.exceptions import RedisError
 
 SWEEP_EVERY = 0.25
 
@@ -93,25 +101,55 @@ class RespConnection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()  # (see RespClient.close)
+
+
+Locate = Callable[[], Awaitable[tuple[str, int]]]
+"""Where the server is now (asked on every new connection)."""
 
 
 class RespClient:
     """One pipelined connection per event loop, made again when it breaks."""
 
-    def __init__(self, url: str, timeout: float = 1.0) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "redis":
-            raise ValueError(f"the lean client speaks redis:// only, not {parts.scheme}://")
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 6379
-        self.db = int(parts.path.lstrip("/") or 0)
-        self.password = unquote(parts.password) if parts.password else None
-        self.username = unquote(parts.username) if parts.username else None
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        locate: Locate | None = None,
+        timeout: float = 1.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.db = db
+        self.username = username
+        self.password = password
+        self.tls = tls
+        self.locate = locate
         self.timeout = timeout
         self.connection: RespConnection | None = None
         self.connecting: asyncio.Future[RespConnection] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_url(cls, url: str, tls: ssl.SSLContext | None = None) -> RespClient:
+        """For ``redis://`` or (with ``tls``) ``rediss://host:port/db`` URLs."""
+        parts = urlsplit(url)
+        db = parse_qs(parts.query).get("db", [parts.path.strip("/") or "0"])[0]  # (as redis-py)
+        if parts.scheme != ("rediss" if tls else "redis"):
+            raise ValueError(f"the lean client does not speak {parts.scheme}:// (TLS: {bool(tls)})")
+        return cls(
+            parts.hostname or "127.0.0.1",
+            parts.port or 6379,
+            db=int(db),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
 
     def ready(self) -> RespConnection | None:
         """The open connection, if it belongs to the running loop."""
@@ -136,15 +174,20 @@ class RespClient:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeout):
+                host, port = await self.locate() if self.locate else (self.host, self.port)
                 _, connection = await loop.create_connection(
-                    lambda: RespConnection(self.timeout), self.host, self.port
+                    lambda: RespConnection(self.timeout),
+                    host,
+                    port,
+                    ssl=self.tls,
+                    server_hostname=host if self.tls else None,
                 )
                 if self.password is not None:
                     auth = (self.username, self.password) if self.username else (self.password,)
                     await connection.call("AUTH", *auth)
                 if self.db:
                     await connection.call("SELECT", self.db)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, RedisError) as exc:  # (ssl.SSLError is an OSError)
             raise RespError(f"cannot connect to redis: {type(exc).__name__}") from None
         self.connection = connection
         self.loop = loop
@@ -155,6 +198,8 @@ class RespClient:
         return await connection.call(*args)
 
     def close(self) -> None:
+        """Drop the connection now. (abort, not close: over TLS, close waits for a polite TLS
+        shutdown that a closing event loop may never finish, leaving the socket open.)"""
         if self.connection is not None and self.connection.transport is not None:
-            self.connection.transport.close()
+            self.connection.transport.abort()
         self.connection = None

@@ -1,7 +1,10 @@
-"""The gateway ASGI application: route, authenticate, forward, record.
+"""The gateway ASGI application: route, admit, and hand API calls to the exchange core.
 
-Raw ASGI on the hot path (no framework routing per request). Tollway's own pages (``/docs``,
-``/-/``, ``/portal``) are separate apps mounted on reserved prefixes by the composition root,
+Raw ASGI on the hot path (no framework routing per request). ``Gateway.admit`` is the admission
+both transports use (through ``exchange.core.ApiExchange``); ``Gateway.handle_api`` is the ASGI
+transport's entry for an API call (``exchange.asgi``); ``Gateway.record_exchange`` is the one
+recording call for every API call. Tollway's own pages (``/docs``, ``/-/``, ``/portal``) are
+separate apps mounted on reserved prefixes by the composition root,
 :func:`tollway.site.compose.create_gateway`.
 """
 
@@ -22,16 +25,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from tollway import problems
 from tollway.crypto import SecretBox
 from tollway.db.session import make_engine, session_factory
+from tollway.gateway.calltrace import CallTrace
+from tollway.gateway.exchange.asgi import AsgiExchange
+from tollway.gateway.exchange.core import Admission, ApiExchange, Denied, Outcome, body_too_large
 from tollway.gateway.exchange.hosting import take_over_host
-from tollway.gateway.exchange.policed import PolicedExchange, body_too_large, send_preflight
 from tollway.gateway.exchange.policing import Pending, Policing, Preflight
+from tollway.gateway.exchange.websocket import serve_websocket
 from tollway.gateway.recording import accesslog
+from tollway.gateway.recording.observe import Observer
 from tollway.gateway.recording.usage import UsageBuffer, write_usage
 from tollway.gateway.snapshot.refresh import StateLoader
 from tollway.gateway.snapshot.routing import normalise_path
 from tollway.gateway.snapshot.state import EMPTY_STATE, GatewayState, Route, retired_backends
-from tollway.gateway.upstream.backends import BodyFraming, ResponseAborted, UpstreamRequest
-from tollway.gateway.upstream.client import UpstreamError, UpstreamTimeout
 from tollway.gateway.upstream.forwarding import prepare_request, take_query_key
 from tollway.policies.base import Reject, RequestContext
 from tollway.policies.chain import EMPTY_CHAIN, Chain
@@ -44,41 +49,6 @@ from tollway.types import ASGIApp, Headers, Message, Receive, Scope, Send
 logger = logging.getLogger("tollway.gateway")
 
 PRUNE_EVERY = 600.0
-
-
-@dataclass(slots=True)
-class Admission:
-    """A request the gateway lets through, with what the backend should receive."""
-
-    subscription_id: int
-    headers: Headers
-    host: bytes
-    framing: int
-    query: bytes
-    pending: Pending | None = None  # policy work left, and headers for the response
-    client_ip: str = ""  # the client's address, through trusted proxies (for the access log)
-    max_body: int = 0  # the largest body forwarded: a request-size-limit, else the default
-
-
-@dataclass(frozen=True, slots=True)
-class Denied:
-    """A refusal that is attributed to a subscription (its usage is recorded against it)."""
-
-    problem: problems.ProblemType | Reject
-    subscription_id: int
-
-
-Outcome = Admission | Denied | problems.ProblemType | Reject | Preflight
-
-
-def refusal(outcome: problems.ProblemType | Denied | Reject) -> tuple[Reject, int]:
-    """The refusal to send, and the subscription its usage is recorded against."""
-    if isinstance(outcome, Denied):
-        inner = outcome.problem
-        return (inner if isinstance(inner, Reject) else Reject(inner)), outcome.subscription_id
-    if isinstance(outcome, Reject):
-        return outcome, 0
-    return Reject(outcome), 0
 
 
 @dataclass
@@ -118,6 +88,7 @@ class Gateway:
             settings.redis_url, cache_bytes=settings.cache_bytes
         )
         self.policing = Policing(self.counters, fail_closed=settings.limits_fail_closed)
+        self.observer = Observer(settings)  # metrics, access log, spans (recording/observe.py)
         self.mounts: dict[bytes, ASGIApp] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -142,14 +113,16 @@ class Gateway:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1003})
+            await serve_websocket(self, scope, receive, send)  # (gateway/exchange/websocket.py)
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path") or quote(scope["path"]).encode()
         path = normalise_path(raw)
         match = None if path is None else self.state.routes.match(path)
+        trace = CallTrace(match[1] if match is not None else path or raw)  # (observability)
+        send = trace.stamping(send, scope["headers"])  # X-Request-ID on every response
         if match is not None:
-            await self.handle_api(match[0], match[1], scope, receive, send)
+            await self.handle_api(match[0], match[1], scope, receive, send, trace)
             return
         if not self.settings.access_log:
             await self._serve_own(path, scope, receive, send)
@@ -159,7 +132,10 @@ class Gateway:
         async def own(scope: Scope, receive: Receive, send: Send) -> None:
             await self._serve_own(path, scope, receive, send)
 
-        await accesslog.serve_logged(own, scope, receive, send, client, path or raw)
+        json_log = self.observer.json_log
+        await accesslog.serve_logged(
+            own, scope, receive, send, client, path or raw, trace, json_log
+        )
 
     async def _serve_own(
         self, path: bytes | None, scope: Scope, receive: Receive, send: Send
@@ -189,13 +165,14 @@ class Gateway:
         query: bytes,
         peer: str,
         scheme: str,
+        trace: CallTrace,
     ) -> Outcome:
         """Decide whether a request may go to the route's backend (no I/O, no awaiting).
 
-        Shared by the ASGI path and the fast path (``gateway.transport.fastpath``), so both apply
-        the same rules in the same order: operation allow-list, CORS preflight, IP filters, key,
-        then the rest of the policy chain (docs/policies.md). Work that needs awaiting is left in
-        ``Admission.pending`` for ``Policing.settle``.
+        Called by the exchange core (``ApiExchange.admit_request``) on both transports: operation
+        allow-list, CORS preflight, IP filters, key, then the rest of the policy chain
+        (docs/policies.md). Work that needs awaiting is left in ``Admission.pending`` for
+        ``ApiExchange.settle``.
         """
         op_key = None
         if route.operations is not None:
@@ -206,15 +183,15 @@ class Gateway:
                 op_key = (operation.method, operation.template)
         policies = self.state.policies
         base = policies.chain(route.api_id, op_key, None)
-        prepared = prepare_request(headers, peer, scheme, route.key_header, self.trust)
+        prepared = prepare_request(headers, peer, scheme, route.key_header, self.trust, trace)
         ctx = RequestContext(method, rest, headers, prepared.client, route.api_id, 0.0)
-        if base.cors is not None and method == "OPTIONS":
-            preflight = self._preflight(base, ctx)
+        trace.ctx = ctx  # (what the recording reads: grant, cache result)
+        if base.answer_preflight_hooks and method == "OPTIONS":
+            preflight = base.answer_preflight(ctx)
             if preflight is not None:
-                return preflight
-        for ip_filter in base.ip_filters:
-            if (refused := ip_filter.check(ctx)) is not None:
-                return refused
+                return preflight if isinstance(preflight, Reject) else Preflight(preflight)
+        if base.check_access_hooks and (refused := base.check_access(ctx)) is not None:
+            return refused
         key, query = take_query_key(query, route.key_query)
         key = prepared.key or key
         grant = self.state.keys.lookup(hashlib.sha256(key).digest()) if key else None
@@ -248,182 +225,50 @@ class Gateway:
         refused = self._apply_chain(chain, ctx, admission)
         return admission if refused is None else Denied(refused, sid)
 
-    def _preflight(self, chain: Chain, ctx: RequestContext) -> Preflight | Reject | None:
-        origin = ctx.header(b"origin")
-        wanted = ctx.header(b"access-control-request-method")
-        if chain.cors is None or origin is None or wanted is None:
-            return None
-        requested = ctx.header(b"access-control-request-headers")
-        allowed = chain.cors.preflight(origin, wanted, requested)
-        return Reject(problems.CORS_FORBIDDEN) if allowed is None else Preflight(allowed)
-
     def _apply_chain(
         self, chain: Chain, ctx: RequestContext, admission: Admission
     ) -> Reject | None:
-        for ip_filter in chain.ip_filters:  # (product-scope filters apply once the key is known)
-            if (refused := ip_filter.check(ctx)) is not None:
-                return refused
+        # (product-scope filters apply once the key is known)
+        if chain.check_access_hooks and (refused := chain.check_access(ctx)) is not None:
+            return refused
         pending = Pending(chain, ctx, collect_limits(chain, ctx))
-        if chain.cors is not None:
-            pending.response_headers += chain.cors.response_headers(ctx.header(b"origin"))
-        for edit in chain.header_edits:
-            admission.headers = edit.edit_request(admission.headers)
+        if chain.response_headers_hooks:
+            pending.response_headers += chain.response_headers(ctx.headers)
         admission.pending = pending
         return self.policing.apply_limits(pending)
 
     async def handle_api(
-        self, route: Route, rest: bytes, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        started = time.perf_counter()
-        method: str = scope["method"]
-        client = scope.get("client")
-        outcome = self.admit(
-            route,
-            method,
-            rest,
-            scope["headers"],
-            scope.get("query_string", b""),
-            client[0] if client else "",
-            scope.get("scheme", "http"),
-        )
-        if isinstance(outcome, Preflight):
-            await send_preflight(send, outcome)
-            self.record_exchange(route, 0, 204, 0, 0, started, method, client)
-            return
-        if not isinstance(outcome, Admission):
-            await self._refuse(route, outcome, send, started, method, client, scope["headers"])
-            return
-        pending = outcome.pending
-        if pending is not None and self.policing.needs_settling(pending):
-            refused = await self.settle(outcome, pending)
-            if refused is not None:
-                denied = Denied(refused, outcome.subscription_id)
-                await self._refuse(route, denied, send, started, method, client, scope["headers"])
-                return
-        request = UpstreamRequest(
-            method,
-            rest,
-            outcome.query,
-            outcome.headers,
-            outcome.host,
-            outcome.framing,
-            scope,
-            route.prefix_bytes,
-            pending.chain.timeout if pending is not None else None,
-        )
-        sid = outcome.subscription_id
-        if pending is None and outcome.framing != BodyFraming.CHUNKED:
-            await self.forward(
-                route, request, sid, receive, send, started, client_ip=outcome.client_ip
-            )
-            return
-        # (A chunked body's size is only known as it streams: PolicedExchange counts it.)
-        exchange = PolicedExchange(
-            self, route, request, sid, pending, started, outcome.client_ip, outcome.max_body
-        )
-        await exchange.run(receive, send)
-
-    async def settle(self, admission: Admission, pending: Pending) -> Reject | None:
-        """The policy work that needs awaiting (JWT checks, limits on Redis), then the request
-        edits that depend on it (claims to headers). Both transports call this."""
-        refused = await self.policing.settle(pending)
-        if refused is None:
-            for policy in pending.chain.jwts:
-                admission.headers = policy.edit_request(admission.headers, pending.ctx.claims)
-        return refused
-
-    def refusal_headers(self, route: Route, headers: Headers) -> Headers:
-        """CORS headers for a refusal, so browser code can read why it was refused."""
-        cors = self.state.policies.chain(route.api_id, None, None).cors
-        if cors is None:
-            return []
-        origin = next((value for name, value in headers if name == b"origin"), None)
-        return cors.response_headers(origin)
-
-    async def _refuse(
         self,
         route: Route,
-        outcome: problems.ProblemType | Denied | Reject,
-        send: Send,
-        started: float,
-        method: str,
-        client: tuple[str, int] | None,
-        scope_headers: Headers,
-    ) -> None:
-        reject, subscription_id = refusal(outcome)
-        await problems.send_problem(
-            send,
-            reject.problem,
-            reject.detail,
-            headers=reject.headers + self.refusal_headers(route, scope_headers),
-            status=reject.status,
-            **reject.extra,
-        )
-        status = reject.status or reject.problem.status
-        self.record_exchange(route, subscription_id, status, 0, 0, started, method, client)
-
-    async def forward(
-        self,
-        route: Route,
-        request: UpstreamRequest,
-        subscription_id: int,
+        rest: bytes,
+        scope: Scope,
         receive: Receive,
         send: Send,
-        started: float,
-        *,
-        record: bool = True,
-        client_ip: str = "",
-    ) -> tuple[int, int, int]:
-        """Forward, record the exchange (unless told not to), return (status, in, out)."""
-        method, client = request.method, client_ip or request.scope.get("client")
-        outcome = await self._forward_once(route, request, receive, send)
-        if record:
-            status, bytes_in, bytes_out = outcome
-            self.record_exchange(
-                route, subscription_id, status, bytes_in, bytes_out, started, method, client
-            )
-        return outcome
-
-    async def _forward_once(
-        self, route: Route, request: UpstreamRequest, receive: Receive, send: Send
-    ) -> tuple[int, int, int]:
-        try:
-            result = await route.backend.forward(request, receive, send)
-        except UpstreamTimeout as exc:
-            logger.warning("api %s: %s", route.name, exc)
-            await problems.send_problem(send, problems.BACKEND_TIMEOUT)
-            return 504, 0, 0
-        except UpstreamError as exc:
-            logger.warning("api %s: %s", route.name, exc)
-            await problems.send_problem(send, problems.BACKEND_UNREACHABLE)
-            return 502, 0, 0
-        except ResponseAborted as exc:
-            # Headers already went out: all we can do is cut the connection short.
-            logger.warning("api %s: response cut short: %s", route.name, exc)
-            return exc.status, 0, exc.bytes_out
-        return result.status, result.bytes_in, result.bytes_out
-
-    def record_exchange(
-        self,
-        route: Route,
-        subscription_id: int,
-        status: int,
-        bytes_in: int,
-        bytes_out: int,
-        started: float,
-        method: str,
-        client: tuple[str, int] | str | None,
+        trace: CallTrace,
     ) -> None:
-        """Count the call for usage and, when enabled, write an access-log line.
+        """An API call on the ASGI transport (the exchange core decides, ``exchange.asgi``
+        passes the messages)."""
+        exchange = AsgiExchange(self, route, scope["method"], scope.get("client"), trace)
+        await exchange.run(rest, scope, receive, send)
+
+    def record_exchange(self, exchange: ApiExchange) -> None:
+        """The one recording call, for every API call on both transports, with the exchange as
+        the record (``ApiExchange``: status, bytes, latency; its ``trace`` carries the upstream
+        time, the problem the gateway answered with and the request id): usage, then metrics,
+        access log and span (``recording/observe.py``).
 
         The log line names the client (as resolved through trusted proxies, when known) and the
         API, never the path's query string (it may carry the key).
         """
-        latency_ms = (time.perf_counter() - started) * 1000
-        self.usage.record(subscription_id, route.api_id, status, bytes_in, bytes_out, latency_ms)
-        if self.settings.access_log:
-            address = (client if isinstance(client, str) else client[0]) if client else ""
-            accesslog.api_call(address, method, route.prefix, status, latency_ms, subscription_id)
+        route, sid, status = exchange.route, exchange.subscription_id, exchange.status
+        bytes_in, bytes_out, latency_ms = exchange.bytes_in, exchange.bytes_out, exchange.latency_ms
+        self.usage.record(sid, route.api_id, status, bytes_in, bytes_out, latency_ms)
+        peer = exchange.peer
+        address = (peer if isinstance(peer, str) else peer[0]) if peer else ""
+        self.observer.call(
+            route, sid, status, bytes_in, bytes_out, latency_ms, exchange.method, address,
+            exchange.trace,
+        )  # fmt: skip
 
     # lifecycle ----------------------------------------------------------------------------------
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -454,6 +299,7 @@ class Gateway:
             asyncio.create_task(self._every(self.settings.usage_flush_interval, self.flush_usage)),
             asyncio.create_task(self._every(PRUNE_EVERY, self._prune)),
         ]
+        self.observer.start()
 
     async def shutdown(self) -> None:
         """Stop background work, write buffered usage, close backend connections."""
@@ -463,6 +309,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.observer.stop()
         await self.flush_usage()
         if self.usage.rows:
             lost = sum(int(row[0]) for row in self.usage.rows.values())

@@ -1,9 +1,10 @@
-"""Run a request's policy chain: what both the ASGI path and the fast path call.
+"""The policy runtime the exchange core (``exchange.core``) uses: the counter store.
 
 ``Policing.apply_limits`` checks limits when the store can answer without waiting (memory, and
-no validate-jwt to run first); ``Policing.settle`` does the rest (JWT checks, then limits on
-Redis: one round trip for all of them). What a limit decides (refusal, RateLimit headers) is
-``tollway.policies.limits``; the order is ``tollway.policies.phases``.
+no AUTHENTICATE hook to run first); ``Policing.settle`` does the rest (the chain's
+``authenticate`` runners, then limits on Redis: one round trip for all of them);
+``Policing.record_bytes`` charges byte quotas at the end. What a limit decides (refusal,
+RateLimit headers) is ``tollway.policies.limits``; the order is ``tollway.policies.phases``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from tollway import problems
 from tollway.policies.base import Reject, RequestContext
 from tollway.policies.chain import Chain
 from tollway.policies.limits import Limits, limit_headers, limit_refusal
-from tollway.policies.quota import QuotaPolicy
 from tollway.stores.base import CounterStore, LimitCheck, LimitState, StoreUnavailable
 from tollway.types import Headers
 
@@ -42,9 +42,7 @@ class Pending:
     def edit_response(self, headers: Headers) -> Headers:
         """The response head as the client gets it: set-header edits, then the headers the
         chain adds (CORS, RateLimit). For the backend's answers and cache hits alike."""
-        for edit in self.chain.header_edits:
-            headers = edit.edit_response(headers)
-        return headers + self.response_headers
+        return self.chain.edit_response(headers) + self.response_headers
 
 
 class Policing:
@@ -54,12 +52,13 @@ class Policing:
         self.counters = counters
         self.fail_closed = fail_closed
         self.store_failures = 0
+        self.fail_open_calls = 0  # calls let through while the store was down (metrics)
 
     def apply_limits(self, pending: Pending) -> Reject | None:
         """Check limits now if the store can answer without waiting; else leave them pending."""
         limits = pending.limits
-        if limits is None or pending.chain.jwts:
-            return None  # (validate-jwt comes first in the phase order: settle() runs both)
+        if limits is None or pending.chain.authenticate_hooks:
+            return None  # (AUTHENTICATE comes first in the phase order: settle() runs both)
         result = self.counters.check_now(limits.checks)
         if result is None:
             return None
@@ -76,11 +75,11 @@ class Policing:
         return None
 
     def needs_settling(self, pending: Pending) -> bool:
-        return pending.limits is not None or bool(pending.chain.jwts)
+        return pending.limits is not None or bool(pending.chain.authenticate_hooks)
 
     async def settle(self, pending: Pending) -> Reject | None:
-        for policy in pending.chain.jwts:
-            refused = await policy.check(pending.ctx)
+        if pending.chain.authenticate_hooks:
+            refused = await pending.chain.authenticate(pending.ctx)
             if refused is not None:
                 return refused
         limits = pending.limits
@@ -93,17 +92,17 @@ class Policing:
             self.store_failures += 1
             if self.fail_closed:
                 return Reject(problems.LIMITS_UNAVAILABLE, headers=[(b"retry-after", b"1")])
+            self.fail_open_calls += 1
             return None  # fail open: the outage is logged once by the store
         return self._judge(limits, result, pending)
 
     def record_bytes(self, pending: Pending | None, amount: int) -> None:
         """Charge a finished call's body bytes to its byte quotas."""
-        if pending is None or amount <= 0:
+        if pending is None or amount <= 0 or not pending.chain.byte_checks_hooks:
             return
-        for limiter in pending.chain.limiters:
-            if isinstance(limiter, QuotaPolicy) and (check := limiter.bytes_check(pending.ctx)):
-                if self.counters.add_now(check.key, check.index, amount, check.ttl):
-                    continue
+        for check in pending.chain.byte_checks(pending.ctx):
+            if self.counters.add_now(check.key, check.index, amount, check.ttl):
+                continue
                 task = asyncio.get_running_loop().create_task(self._add(check, amount))
                 _background.add(task)
                 task.add_done_callback(_background.discard)

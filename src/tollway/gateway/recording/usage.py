@@ -1,8 +1,11 @@
 """Usage recording: counts per subscription x API x minute x status class, flushed in batches.
 
-Recording is a dict update on the hot path. A background task swaps the buffer out and upserts
-it; if the store is down the rows are merged back and retried, up to a bound beyond which new
-rows are dropped, counted and logged, so traffic is never blocked by the database.
+Each row holds calls, bytes in and out, the latency sum and the calls per latency bucket
+(``tollway.db.models.latency_bucket``, powers of two), from which the portal estimates latency
+percentiles. Recording is a dict update and a bucket index (one ``frexp``) on the hot path.
+A background task swaps the buffer out and upserts it, adding to the stored counts; if the
+store is down the rows are merged back and retried, up to a bound beyond which new rows are
+dropped, counted and logged, so traffic is never blocked by the database.
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tollway.db.models import Usage
+from tollway.db.models import LATENCY_BUCKETS, LATENCY_COLUMNS, Usage, latency_bucket
 
 logger = logging.getLogger("tollway.usage")
 
 UsageKey = tuple[int, int, int, int]  # subscription id, api id, epoch minute, status class
+# A row: calls, bytes in, bytes out, latency sum (ms), then the calls per latency bucket.
+SUMS = ("calls", "bytes_in", "bytes_out", "latency_ms")
+FIRST_BUCKET = len(SUMS)
+COUNTS = SUMS[:3]
 
 
 class UsageBuffer:
@@ -47,12 +54,12 @@ class UsageBuffer:
             if len(self.rows) >= self.limit:
                 self._drop(1)
                 return
-            self.rows[key] = [1, bytes_in, bytes_out, latency_ms]
-        else:
-            row[0] += 1
-            row[1] += bytes_in
-            row[2] += bytes_out
-            row[3] += latency_ms
+            row = self.rows[key] = [0, 0, 0, 0.0] + [0] * LATENCY_BUCKETS
+        row[0] += 1
+        row[1] += bytes_in
+        row[2] += bytes_out
+        row[3] += latency_ms
+        row[FIRST_BUCKET + latency_bucket(latency_ms)] += 1
 
     def _drop(self, calls: int) -> None:
         if self.dropped == 0:
@@ -89,21 +96,21 @@ def write_usage(engine: Engine, rows: dict[UsageKey, list[float]]) -> None:
             "api_id": aid,
             "minute": datetime.fromtimestamp(minute * 60, UTC).replace(tzinfo=None),
             "status_class": status_class,
-            "calls": int(calls),
-            "bytes_in": int(bytes_in),
-            "bytes_out": int(bytes_out),
-            "latency_ms": latency,
+            "latency_ms": row[3],
+            **{name: int(value) for name, value in zip(COUNTS, row[:3], strict=True)},
+            **{
+                name: int(value)
+                for name, value in zip(LATENCY_COLUMNS, row[FIRST_BUCKET:], strict=True)
+            },
         }
-        for (sid, aid, minute, status_class), (calls, bytes_in, bytes_out, latency) in sorted(
-            rows.items()
-        )
+        for (sid, aid, minute, status_class), row in sorted(rows.items())
     ]
     statement = dialect.insert(Usage)
     statement = statement.on_conflict_do_update(
         index_elements=["subscription_id", "api_id", "minute", "status_class"],
         set_={
             name: getattr(Usage, name) + getattr(statement.excluded, name)
-            for name in ("calls", "bytes_in", "bytes_out", "latency_ms")
+            for name in SUMS + LATENCY_COLUMNS
         },
     )
     with engine.begin() as connection:

@@ -17,6 +17,8 @@ from tollway.gateway.snapshot.keyindex import KeyIndex
 from tollway.gateway.snapshot.load import ConfigData
 from tollway.gateway.snapshot.routing import OperationTable, RouteTable, compile_operation
 from tollway.gateway.upstream.backends import AppBackend, BackendTarget, HttpBackend
+from tollway.gateway.upstream.health import BreakerSettings, HealthSettings
+from tollway.gateway.upstream.pool import PoolSettings, TlsSettings
 from tollway.policies.chain import EMPTY_POLICIES, PolicySet, build_scope
 from tollway.types import Headers
 
@@ -44,6 +46,7 @@ class Route:
     openapi: str | None
     published: bool
     products: frozenset[int]  # the products that open this API: a key's product must be one
+    product_names: dict[int, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,28 @@ def resolve_named_values(text: str, values: dict[str, str]) -> str:
     return _REFERENCE.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
 
+def _pool_settings(backend: Backend) -> PoolSettings | None:
+    """The row's targets (``url`` alone is one) and how calls reach them; None for an app."""
+    if backend.app:
+        return None
+    targets = tuple((t["url"], int(t.get("weight", 1))) for t in backend.targets or ())
+    return PoolSettings(
+        targets=targets or ((backend.url or "", 1),),
+        balance=backend.balance or "round-robin",
+        health=HealthSettings(**backend.health_check) if backend.health_check else None,
+        breaker=BreakerSettings(**backend.circuit_breaker) if backend.circuit_breaker else None,
+        retries=backend.retries or 0,
+        tls=TlsSettings(**backend.tls) if backend.tls else None,
+        max_idle_seconds=backend.max_idle_seconds,
+        max_requests=backend.max_requests,
+    )
+
+
 def _backend_key(backend: Backend, headers: Headers) -> tuple[Any, ...]:
     return (
-        backend.url,
+        backend.name,
         backend.app,
+        _pool_settings(backend),
         backend.connect_timeout,
         backend.read_timeout,
         backend.preserve_host,
@@ -77,13 +98,15 @@ def _backend_key(backend: Backend, headers: Headers) -> tuple[Any, ...]:
 
 
 def _make_backend(backend: Backend, headers: Headers) -> BackendTarget:
-    if backend.app:
+    settings = _pool_settings(backend)
+    if settings is None:
+        assert backend.app is not None
         return AppBackend.from_reference(
             backend.app, read_timeout=backend.read_timeout, headers=headers
         )
-    assert backend.url is not None
     return HttpBackend(
-        backend.url,
+        backend.name,
+        settings,
         connect_timeout=backend.connect_timeout,
         read_timeout=backend.read_timeout,
         preserve_host=backend.preserve_host,
@@ -166,6 +189,11 @@ def _route(api: Api, backend: BackendTarget, config: ConfigData) -> Route:
         openapi=api.openapi,
         published=api.published,
         products=config.products_of_api.get(api.id, frozenset()),
+        product_names={
+            pid: config.product_policies[pid][0]
+            for pid in config.products_of_api.get(api.id, ())
+            if pid in config.product_policies
+        },
     )
 
 

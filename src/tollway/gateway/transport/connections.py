@@ -3,8 +3,9 @@
 At the cap, a new connection closes the oldest connection that is still waiting for a request
 head (a new connection that has not sent one yet, or an idle keep-alive connection), as nginx
 reuses its "reusable" connections; only when every connection is busy is the new one refused
-(503). So slow or idle clients cannot lock others out, whatever their number. Deadlines (head
-and body timeouts) are checked by one periodic sweep, not a timer per connection.
+(503). So slow or idle clients cannot lock others out, whatever their number. An upgraded
+WebSocket stays counted (busy, never evicted) until it closes. Deadlines (head and body
+timeouts) are checked by one periodic sweep, not a timer per connection.
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ class ConnectionBook:
         if self.handle is None:
             self.handle = self.loop.call_later(self.tick, self.sweep)
         return True
+
+    def hold(self, connection: Connection) -> None:
+        """Count in a connection that is never evicted: an upgraded WebSocket, in place of the
+        HTTP connection it was upgraded from (so no cap check: the count does not change)."""
+        self.open.add(connection)
+        self.idle.pop(connection, None)
 
     def waiting(self, connection: Connection) -> None:
         """The connection waits for its next request head: evictable, as the youngest."""

@@ -1,51 +1,42 @@
-"""The fast path: API requests to HTTP backends are proxied by callbacks, without ASGI.
+"""The fast transport: API requests to HTTP backends are proxied by callbacks, without ASGI.
 
 ``GatewayProtocol`` is ``GuardedProtocol`` (uvicorn's httptools protocol with Tollway's limits on
 what clients send, tollway.gateway.transport.guarded) with one change: when a request's headers are
-in and it is for an API with an HTTP backend, it is admitted (same rules as the ASGI path:
-``Gateway.admit``) and proxied by a :class:`FastExchange`, whose parser callbacks write straight
-to the other side's transport. No task, coroutine or ASGI message is created per request, which
-is what takes the gateway from ~90 µs to about nginx's CPU per request (docs/performance.md).
+in and it is for an API with an HTTP backend, it becomes a :class:`FastExchange`: the exchange
+core (``gateway.exchange.core.ApiExchange``: admission, policies, the gateway's own answers,
+the replay rule, what failures become, recording) with parser callbacks that write straight to
+the other side's transport. This module only moves bytes; no policy is decided here. No task,
+coroutine or ASGI message is created per request, which is what takes the gateway from ~90 µs
+to about nginx's CPU per request (docs/performance.md).
 
-Every policy runs here too: awaited policy work (validate-jwt, limits on Redis, the cache
-lookup) in one task per request that needs it, while the client's reading is paused. Everything
-else (Tollway's own pages, in-process backends, HTTP/1.0, upgrades, pipelined requests) falls
-through to uvicorn's normal ASGI handling of the same ``Gateway`` app. The
-exchange stands in for uvicorn's ``RequestResponseCycle`` (``response_complete``,
-``keep_alive``, ``disconnected``, ``message_event``), so uvicorn's keep-alive, pipelining and
-graceful-shutdown logic work unchanged. uvicorn is pinned in the lock file; the socket tests run
-against both paths.
+Awaited policy work (validate-jwt, limits on Redis, the cache lookup) runs in one task per
+request that has some, while the client's reading is paused. Everything else (Tollway's own
+pages, in-process backends, HTTP/1.0, upgrades, pipelined requests) falls through to uvicorn's
+normal ASGI handling of the same ``Gateway`` app (the ASGI transport, ``gateway.exchange.asgi``,
+over the same core). The exchange stands in for uvicorn's ``RequestResponseCycle``
+(``response_complete``, ``keep_alive``, ``disconnected``, ``message_event``), so uvicorn's
+keep-alive, pipelining and graceful-shutdown logic work unchanged. uvicorn is pinned in the lock
+file; the socket tests run against both transports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 import weakref
 from collections.abc import Coroutine
 from typing import Any
 
 import httptools
 
-from tollway import problems
-from tollway.gateway.exchange.gateway import Admission, refusal
-from tollway.gateway.exchange.policed import body_too_large
-from tollway.gateway.exchange.policing import Pending, Preflight
+from tollway.gateway.calltrace import CallTrace
+from tollway.gateway.exchange.core import Answer, ApiExchange
 from tollway.gateway.snapshot.routing import normalise_path
 from tollway.gateway.snapshot.state import Route
 from tollway.gateway.transport.guarded import GuardedProtocol
 from tollway.gateway.transport.http_refusals import Refusal
 from tollway.gateway.transport.status_lines import STATUS_LINE
 from tollway.gateway.transport.uvicorn_hooks import fast_transport_usable
-from tollway.gateway.upstream.backends import (
-    CLIENT_CLOSED,
-    HOP_BY_HOP,
-    REPLAY_LIMIT,
-    BodyFraming,
-    HttpBackend,
-    UpstreamRequest,
-)
+from tollway.gateway.upstream.backends import BodyFraming, HttpBackend
 from tollway.gateway.upstream.client import (
     StaleConnection,
     UpstreamConnection,
@@ -53,11 +44,6 @@ from tollway.gateway.upstream.client import (
     UpstreamTimeout,
 )
 from tollway.policies.base import Reject
-from tollway.policies.cache import CacheCapture, hit_answer
-from tollway.stores.base import CachedResponse
-from tollway.types import Headers
-
-logger = logging.getLogger("tollway.gateway")
 
 
 class _NoEvent:
@@ -133,7 +119,7 @@ class GatewayProtocol(GuardedProtocol):
         cycle = self.cycle
         if isinstance(cycle, FastExchange):
             cycle.keep_alive = False
-            cycle.respond_reject(Reject(refusal.problem, refusal.detail))
+            cycle.respond(cycle.refusal_answer(Reject(refusal.problem, refusal.detail)))
         else:
             super().abort_request(refusal)
 
@@ -195,130 +181,74 @@ class TimeoutWatch:
             self.handle = self.loop.call_later(self.TICK, self.sweep)
 
 
-class FastExchange:
-    """One proxied request/response, driven entirely by parser callbacks on both sides."""
+class FastExchange(ApiExchange):
+    """One proxied call, driven entirely by parser callbacks on both sides: the exchange core
+    (:class:`~tollway.gateway.exchange.core.ApiExchange`) decides, this moves the bytes."""
 
     __slots__ = (
         "backend",
-        "bytes_in",
-        "bytes_out",
-        "capture",
         "chunked",
         "client",
-        "client_ip",
         "disconnected",
-        "framing",
-        "gateway",
         "head",
-        "head_timeout",
         "keep_alive",
-        "max_body",
         "message_event",
-        "method",
-        "pending",
-        "pending_policy",
+        "queued",
         "read_timeout",
         "reply_head",
-        "request_finished",
         "response_complete",
         "response_started",
-        "retried",
-        "route",
         "sent_at",
         "sent_body",
-        "started",
-        "status",
-        "subscription_id",
         "upstream",
         "watch",
     )
 
     def __init__(self, client: GatewayProtocol, route: Route) -> None:
         assert client.gateway is not None
+        parser = client.parser
+        method = parser.get_method().decode("ascii")
+        super().__init__(client.gateway, route, method, client.client, CallTrace())
         self.client = client
-        self.gateway = client.gateway
-        self.route = route
         self.backend: HttpBackend = route.backend  # type: ignore[assignment]
-        self.method = client.parser.get_method().decode("ascii")
-        self.keep_alive = client.parser.should_keep_alive()
+        self.keep_alive = parser.should_keep_alive()
         self.response_complete = False
         self.disconnected = False
         self.message_event = _NO_EVENT
-        self.started = time.perf_counter()
-        self.subscription_id = 0
         self.upstream: UpstreamConnection | None = None
-        self.status = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
         self.chunked = False
         self.response_started = False
-        self.framing = BodyFraming.NONE
-        self.request_finished = False
-        self.pending: list[bytes] = []
-        self.head = b""  # the request head, kept for a retry on a stale pooled connection
+        self.queued: list[bytes] = []  # body bytes waiting for the backend connection
+        self.head = b""  # the request head, kept for a replay on a stale pooled connection
         self.reply_head = b""  # the response head, held back to go out with the first body bytes
-        self.retried = False
         self.watch: TimeoutWatch | None = None
         self.sent_at = 0.0
-        self.pending_policy: Pending | None = None
-        self.client_ip = ""
-        self.read_timeout = self.backend.origin.read_timeout
-        self.head_timeout: float | None = None  # the timeout policy: forwarding -> head
+        self.read_timeout = self.backend.read_timeout
         self.sent_body: list[bytes] | None = []  # what went upstream, kept for a replay
-        self.max_body = 0
-        self.capture: CacheCapture | None = None  # a GET cache miss, kept to be stored
 
     # request side ---------------------------------------------------------------------------
     def start(self, rest: bytes, query: bytes) -> None:
         client = self.client
-        peer = client.client[0] if client.client else ""
-        outcome = self.gateway.admit(
-            self.route, self.method, rest, client.headers, query, peer, client.scheme or "http"
-        )
-        if isinstance(outcome, Preflight):
-            self.respond(204, b"", outcome.headers)
-            return
-        if not isinstance(outcome, Admission):
-            reject, self.subscription_id = refusal(outcome)
-            self.respond_reject(reject)
-            return
-        self.subscription_id = outcome.subscription_id
-        self.client_ip = outcome.client_ip
-        self.framing = outcome.framing
-        self.max_body = outcome.max_body
-        pending = outcome.pending
-        if pending is not None:
-            self.pending_policy = pending
-            self.head_timeout = pending.chain.timeout
-            cache = pending.chain.cache
-            key = cache.key(pending.ctx, outcome.query) if cache is not None else None
-            if key is not None or self.gateway.policing.needs_settling(pending):
-                self.client.flow.pause_reading()
-                self._spawn(self._settle(outcome, rest, key))
-                return
-        self.proceed(outcome, rest)
+        self.trace.path = rest
+        answer = self.admit_request(rest, client.headers, query, client.scheme or "http")
+        if answer is not None:
+            self.respond(answer)
+        elif self.policy is not None and self.must_settle():
+            client.flow.pause_reading()
+            self._spawn(self._settle(rest))
+        else:
+            self.proceed(rest)
 
-    async def _settle(self, outcome: Admission, rest: bytes, cache_key: str | None) -> None:
-        """The awaited policy work, then the cache lookup (a refused call is never answered
-        from the cache); the same order as on the ASGI path."""
-        pending = self.pending_policy
-        assert pending is not None
-        refused = await self.gateway.settle(outcome, pending)
-        cache = pending.chain.cache
-        hit = None
-        if refused is None and cache is not None and cache_key is not None:
-            hit = await cache.lookup(self.gateway.cache_store, pending.ctx, cache_key)
-            if hit is None:
-                self.capture = cache.capture(pending.ctx, cache_key)
+    async def _settle(self, rest: bytes) -> None:
+        """The awaited policy work (one task, only for calls that have some)."""
+        answer = await self.settle()
         if self.response_complete:
             return
         self.client.flow.resume_reading()
-        if refused is not None:
-            self.respond_reject(refused)
-        elif hit is not None:
-            self.respond_cached(hit, pending)
+        if answer is not None:
+            self.respond(answer)
         else:
-            self.proceed(outcome, rest)
+            self.proceed(rest)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` as a task that uvicorn waits for on shutdown."""
@@ -326,15 +256,12 @@ class FastExchange:
         self.client.tasks.add(task)
         task.add_done_callback(self.client.tasks.discard)
 
-    def proceed(self, outcome: Admission, rest: bytes) -> None:
+    def proceed(self, rest: bytes) -> None:
         client = self.client
-        request = UpstreamRequest(
-            self.method, rest, outcome.query, outcome.headers, outcome.host, outcome.framing, {}
-        )
-        self.head = self.backend.request_head(request)
+        self.head = self.backend.request_head(self.upstream_request(rest, {}))
         if client.expect_100_continue and self.framing != BodyFraming.NONE:
             client.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        connection = self.backend.origin.take_idle()
+        connection = self.backend.take_idle()
         if connection is None:
             self.connect()
         else:
@@ -346,9 +273,9 @@ class FastExchange:
 
     async def _connect(self) -> None:
         try:
-            connection = await self.backend.origin.connect()
+            connection = await self.backend.connect()
         except UpstreamError as exc:
-            self.fail_before_response(exc)
+            self.respond(self.failure_answer(exc))
             return
         if self.response_complete:  # the client left while we were connecting
             connection.close()
@@ -363,13 +290,16 @@ class FastExchange:
         if transport is None or connection.closed:
             self.upstream_failed(StaleConnection("pooled connection already closed"))
             return
-        if self.pending:
-            transport.write(self.head + b"".join(self.pending))
-            self.pending = []
+        head = self.backend.head_for(connection, self.head)
+        if self.queued:
+            transport.write(head + b"".join(self.queued))
+            self.queued = []
         else:
-            transport.write(self.head)
+            transport.write(head)
         loop = connection.loop
         self.sent_at = loop.time()
+        self.trace.forwarded()
+        self.trace.forwarded()
         if self.watch is None:
             client = self.client
             if client.timeouts is None:
@@ -380,49 +310,37 @@ class FastExchange:
     def request_body(self, body: bytes) -> None:
         if self.response_complete or not body:
             return
-        self.bytes_in += len(body)
-        if self.bytes_in > self.max_body:  # (only a chunked body can get here)
+        if not self.body_in(len(body)):
             self.body_too_large()
             return
         data = b"%x\r\n%b\r\n" % (len(body), body) if self.framing == BodyFraming.CHUNKED else body
         self._send_upstream(data)
 
     def request_complete(self) -> None:
-        self.request_finished = True
+        self.body_complete = True
         if self.framing == BodyFraming.CHUNKED and not self.response_complete:
             self._send_upstream(b"0\r\n\r\n")
 
     def _send_upstream(self, data: bytes) -> None:
-        if self.sent_body is not None:  # kept while small: a stale pooled connection replays it
-            if self.bytes_in <= REPLAY_LIMIT:
+        if self.sent_body is not None:  # kept while the core may replay it
+            if self.keep_for_replay():
                 self.sent_body.append(data)
             else:
                 self.sent_body = None
         upstream = self.upstream
         if upstream is None or upstream.transport is None:
-            self.pending.append(data)
+            self.queued.append(data)
         else:
             upstream.transport.write(data)
 
     # response side (ResponseSink) ---------------------------------------------------------
     def upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self.status = status
-        capture = self.capture
-        if capture is not None:  # (kept as the client gets it; the loop below is idempotent)
-            client_headers = self.backend.client_headers(headers, self.route.prefix_bytes)
-            headers = capture.begin(status, client_headers)
-        pending = self.pending_policy
-        if pending is not None:
-            headers = pending.edit_response(headers)
-        out = [STATUS_LINE[status]]
+        self.trace.responded()
+        out = [STATUS_LINE[status], b"x-request-id: ", self.trace.request_id, b"\r\n"]
         has_length = False
-        for name, value in headers:
-            if name in HOP_BY_HOP:
-                continue
+        for name, value in self.client_head(status, headers):
             if name == b"content-length":
                 has_length = True
-            elif name == b"location":
-                value = self.backend.client_location(value, self.route.prefix_bytes)
             out += (name, b": ", value, b"\r\n")
         head_only = self.method == "HEAD"
         if not has_length and not head_only and status not in (204, 304) and status >= 200:
@@ -443,9 +361,7 @@ class FastExchange:
     def upstream_body(self, data: bytes) -> None:
         if self.response_complete:
             return
-        self.bytes_out += len(data)
-        if self.capture is not None:
-            self.capture.feed(data)
+        self.body_out(data)
         if self.chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
         if self.reply_head:
@@ -462,13 +378,13 @@ class FastExchange:
         connection, self.upstream = self.upstream, None
         if connection is not None:
             connection.sink = None
-            self.backend.origin.release(connection)
-        capture = self.capture
-        if capture is not None and capture.storable:
+            self.backend.release(connection)
+        store = self.store_response()
+        if store is not None:
             # Stored after the response went out: the client is not kept waiting for the store
             # (a repeat that races the write is a miss, which is harmless).
-            self._spawn(capture.finish(self.gateway.cache_store))
-        self.finish(self.status)
+            self._spawn(store)
+        self.finish()
 
     def upstream_failed(self, error: UpstreamError) -> None:
         connection, self.upstream = self.upstream, None
@@ -477,25 +393,21 @@ class FastExchange:
             connection.close()
         if self.response_complete:
             return
-        replayable = self.framing == BodyFraming.NONE or (
-            self.request_finished and self.sent_body is not None
-        )
-        if isinstance(error, StaleConnection) and replayable and not self.retried:
-            self.retried = True
-            self.pending = list(self.sent_body or ())
+        if self.may_replay(error):
+            self.queued = list(self.sent_body or ())
             self._cancel_timer()
             self.connect()
             return
         if not self.response_started:
-            self.fail_before_response(error)
+            self.respond(self.failure_answer(error))
             return
         if self.reply_head:  # the head was held back: send it, the body is what got cut short
             self.client.transport.write(self.reply_head)
             self.reply_head = b""
-        logger.warning("api %s: response cut short: %s", self.route.name, error)
+        self.cut_short(error)
         self.keep_alive = False
         self.client.transport.close()
-        self.finish(self.status)
+        self.finish()
 
     def upstream_writable(self, writable: bool) -> None:
         if writable:
@@ -513,54 +425,31 @@ class FastExchange:
 
     # endings ------------------------------------------------------------------------------
     def body_too_large(self) -> None:
-        """A chunked body crossed the limit: the backend loses the connection, the client a 413."""
+        """A chunked body crossed the limit: the backend loses the connection, the client the
+        core's answer (a 413, or only the closed connection once the response has started)."""
         connection, self.upstream = self.upstream, None
         if connection is not None:
             connection.sink = None
             connection.close()
         self.keep_alive = False  # the rest of the body is still coming: close after answering
-        if self.response_started:
+        answer = self.body_over_limit()
+        if answer is None:
             self.client.transport.close()
-            self.finish(self.status)
+            self.finish()
             return
-        self.respond_reject(body_too_large(None, self.max_body))
+        self.respond(answer)
 
-    def fail_before_response(self, error: UpstreamError) -> None:
-        logger.warning("api %s: %s", self.route.name, error)
-        timeout = isinstance(error, UpstreamTimeout)
-        self.respond_problem(problems.BACKEND_TIMEOUT if timeout else problems.BACKEND_UNREACHABLE)
-
-    def respond_problem(self, problem: problems.ProblemType) -> None:
-        self.respond_reject(Reject(problem))
-
-    def respond_reject(self, reject: Reject) -> None:
-        status = reject.status or reject.problem.status
-        body = problems.problem_body(reject.problem, reject.detail, status=status, **reject.extra)
-        headers = [(b"content-type", problems.PROBLEM_CONTENT_TYPE), *reject.headers]
-        headers += self.gateway.refusal_headers(self.route, self.client.headers)
-        self.respond(status, body, headers)
-
-    def respond_cached(self, hit: CachedResponse, pending: Pending) -> None:
-        """Answer from the cache: recorded as the hit's status, nothing in, the body out."""
-        headers, body = hit_answer(hit, self.method, time.time())
-        self.bytes_out = len(body)
-        self.respond_framed(hit.status, body, pending.edit_response(headers))
-
-    def respond(self, status: int, body: bytes, headers: Headers) -> None:
-        """A complete response made by the gateway itself."""
-        length = (b"content-length", str(len(body)).encode())
-        self.respond_framed(status, body, [length, *headers])
-
-    def respond_framed(self, status: int, body: bytes, headers: Headers) -> None:
-        """A complete response whose ``headers`` already carry its Content-Length."""
+    def respond(self, answer: Answer) -> None:
+        """A complete response made by the gateway itself (its headers carry the length)."""
         if self.response_complete:
             return
+        status, headers, body = answer
         client = self.client
         if client.expect_100_continue:
             # The client is waiting for "100 Continue" before sending its body; it may or may
             # not send it now (RFC 9110 §10.1.1), so the connection cannot be reused safely.
             self.keep_alive = False
-        out = [STATUS_LINE[status]]
+        out = [STATUS_LINE[status], b"x-request-id: ", self.trace.ensure(client.headers), b"\r\n"]
         for name, value in [*headers, *client.server_state.default_headers]:
             out += (name, b": ", value, b"\r\n")
         if not self.keep_alive:
@@ -569,7 +458,7 @@ class FastExchange:
         if not client.transport.is_closing():
             client.transport.write(b"".join(out))
         self.response_started = True
-        self.finish(status)
+        self.finish()
 
     def check_timeout(self, now: float) -> bool:
         """Fail the exchange if the backend has been silent too long; False once it is over."""
@@ -603,24 +492,14 @@ class FastExchange:
             connection.sink = None
             connection.close()
         if not self.response_complete:
-            self.finish(CLIENT_CLOSED)
+            self.client_left()
+            self.finish()
 
-    def finish(self, status: int) -> None:
-        """Record the exchange and let uvicorn carry on (keep-alive, pipelined requests)."""
+    def finish(self) -> None:
+        """The core records the exchange; uvicorn carries on (keep-alive, pipelined requests)."""
         self.response_complete = True
         self._cancel_timer()
-        if self.pending_policy is not None and self.pending_policy.chain.limiters:
-            self.gateway.policing.record_bytes(self.pending_policy, self.bytes_in + self.bytes_out)
-        self.gateway.record_exchange(
-            self.route,
-            self.subscription_id,
-            status,
-            self.bytes_in,
-            self.bytes_out,
-            self.started,
-            self.method,
-            self.client_ip or self.client.client,
-        )
+        self.end()
         if not self.keep_alive:
             self.client.transport.close()
         self.client.on_response_complete()

@@ -112,7 +112,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         if self.book is not None:
-            self.book.forget(self)  # the WebSocket protocol owns the connection from here
+            self.book.forget(self)  # the WebSocket protocol counts the connection from here
         super().handle_websocket_upgrade()
 
     def evict(self) -> None:

@@ -14,6 +14,7 @@ import logging
 import httptools
 
 from tollway import problems
+from tollway.gateway.calltrace import CallTrace
 from tollway.gateway.transport.http_limits import HttpLimits
 from tollway.gateway.transport.status_lines import STATUS_LINE
 from tollway.types import Headers
@@ -125,6 +126,7 @@ class Refusal(Exception):
             b"content-type: " + problems.PROBLEM_CONTENT_TYPE + b"\r\n",
             b"content-length: %d\r\n" % len(body),
             b"connection: close\r\n",
+            b"x-request-id: " + CallTrace().ensure([]) + b"\r\n",  # (a new one: the head is bad)
         ]
         lines += [name + b": " + value + b"\r\n" for name, value in default_headers]
         lines += [name + b": " + value + b"\r\n" for name, value in self.headers]

@@ -2,14 +2,16 @@
 
 ``GuardedProtocol`` and ``GatewayProtocol`` subclass uvicorn's ``HttpToolsProtocol`` and use
 members that are not uvicorn's public API, and ``FastExchange`` stands in for uvicorn's
-``RequestResponseCycle``. ``pyproject.toml`` bounds uvicorn to the range the socket tests run
+``RequestResponseCycle``; ``GatewayWebSocketProtocol`` extends uvicorn's
+``WebSocketsSansIOProtocol``. ``pyproject.toml`` bounds uvicorn to the range the socket tests run
 against; this check catches an install outside it (issue 10, item 7):
 
 - a hook only the fast transport uses is missing: fast routing is turned off, with one warning,
   and every request takes the ASGI transport, still through ``GuardedProtocol``, so the request
   limits, client timeouts and connection cap keep holding (the safe fallback);
-- a hook ``GuardedProtocol`` uses is missing: the server refuses to start. Falling back to
-  uvicorn's own protocol would drop those limits silently (docs/security.md), so it is not done.
+- a hook ``GuardedProtocol`` or ``GatewayWebSocketProtocol`` uses is missing: the server refuses
+  to start. Falling back to uvicorn's own protocols would drop those limits (and the WebSocket
+  sessions' place under the connection cap) silently (docs/security.md), so it is not done.
 
 The check looks for names; it cannot see a hook whose meaning changed under the same name, or a
 new attribute uvicorn starts to read from its cycle. The version bound is the first line of
@@ -26,6 +28,7 @@ from typing import Any
 
 from uvicorn.config import Config
 from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
 from tollway.errors import UserError
@@ -77,6 +80,21 @@ GUARDED_SERVER_HOOKS = ("default_headers",)
 # a FastExchange provides them in its place.
 FAST_CYCLE_HOOKS = ("response_complete", "keep_alive", "disconnected", "message_event")
 GUARDED_CYCLE_HOOKS = ("response_started", "waiting_for_100_continue")
+# Members of uvicorn's WebSocketsSansIOProtocol that GatewayWebSocketProtocol
+# (``transport/websocket.py``) reads, writes or extends: the connection cap and the 1001 close.
+WEBSOCKET_HOOKS = (
+    "loop",
+    "transport",
+    "queue",
+    "conn",
+    "logger",
+    "handshake_complete",
+    "close_sent",
+    "connection_made",
+    "connection_lost",
+    "shutdown",
+    "stop_keepalive",
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,7 @@ def missing_hooks() -> MissingHooks:
     guarded += _missing(names, "flow", GUARDED_FLOW_HOOKS)
     guarded += _missing(names, "server_state", GUARDED_SERVER_HOOKS)
     guarded += _missing(names, "cycle", GUARDED_CYCLE_HOOKS)
+    guarded += _missing(names, "websocket", WEBSOCKET_HOOKS)
     fast = _missing(names, "protocol", FAST_PROTOCOL_HOOKS)
     fast += _missing(names, "flow", FAST_FLOW_HOOKS)
     fast += _missing(names, "cycle", FAST_CYCLE_HOOKS)
@@ -153,6 +172,8 @@ def _names() -> dict[str, frozenset[str]]:
         protocol.flow = flow
         protocol.on_message_begin()  # (sets url and headers, as for every request)
         names["protocol"] = frozenset(dir(protocol))
+        websocket = WebSocketsSansIOProtocol(config, state, {}, _loop=loop)
+        names["websocket"] = frozenset(dir(websocket))
     except Exception as exc:  # a changed constructor: what it was to build counts as missing
         logger.debug("uvicorn hook check: %r", exc)
     finally:

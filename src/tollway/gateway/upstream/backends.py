@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from tollway.errors import UserError
+from tollway.gateway.calltrace import CallTrace
 from tollway.gateway.upstream.client import (
     Exchange,
-    Origin,
     StaleConnection,
+    UpstreamConnection,
     UpstreamError,
     UpstreamTimeout,
 )
+from tollway.gateway.upstream.pool import Pool, PoolSettings, tls_context
 from tollway.types import ASGIApp, Headers, Message, Receive, Scope, Send
 
 logger = logging.getLogger("tollway.gateway")
@@ -31,6 +34,15 @@ CLIENT_CLOSED = 499  # recorded when the client goes away before the response is
 # when a pooled one turns out to be closed before anything came back; larger or still-streaming
 # bodies are not (they may be gone). The same rule on both transports.
 REPLAY_LIMIT = 64 * 1024
+
+
+def replayable(framing: int, body_complete: bool, body_bytes: int) -> bool:
+    """The stale-connection replay rule, for every transport: a request whose pooled
+    connection turned out to be closed before anything came back may be sent once more on a
+    fresh one when it has no body, or its whole body is here and at most ``REPLAY_LIMIT``
+    bytes (a larger or still-streaming body may be gone)."""
+    return framing == BodyFraming.NONE or (body_complete and body_bytes <= REPLAY_LIMIT)
+
 
 HOP_BY_HOP = frozenset(
     {
@@ -66,6 +78,7 @@ class UpstreamRequest:
     scope: Scope  # the client's scope (client, scheme, http_version, extensions)
     prefix: bytes = b""  # the API's path on the gateway (backend redirects are moved under it)
     head_timeout: float | None = None  # the timeout policy: forwarding -> response head
+    trace: CallTrace | None = None  # the call's ids and notes (upstream time), for recording
 
 
 class ResponseAborted(Exception):
@@ -94,38 +107,101 @@ class BackendTarget(Protocol):
 
     async def shutdown(self) -> None: ...
 
+    def describe(self) -> tuple[str, list[dict[str, object]]] | None:
+        """The backend's name and its targets' health and circuit state (``/-/ready``)."""
+
+
+# Not passed back to the client: hop-by-hop headers, and the request id the gateway writes
+# itself (a backend's own would be a second, different one; gateway/calltrace.py).
+NOT_PASSED_BACK = HOP_BY_HOP | {b"x-request-id"}
+
 
 def filter_response_headers(headers: Headers) -> Headers:
-    return [(name, value) for name, value in headers if name not in HOP_BY_HOP]
+    return [(name, value) for name, value in headers if name not in NOT_PASSED_BACK]
 
 
 class HttpBackend:
-    """Forwards over pooled keep-alive HTTP/1.1 connections to a base URL."""
+    """Forwards over pooled keep-alive HTTP/1.1 connections to a pool of base URLs (targets).
+
+    The transports ask it for a connection (:meth:`take_idle`, else :meth:`connect`, which may
+    raise :class:`~tollway.gateway.upstream.client.NoTargetAvailable`), write
+    :meth:`head_for` that connection and give it back with :meth:`release`.
+    """
 
     def __init__(
         self,
-        url: str,
+        name: str,
+        settings: PoolSettings,
         *,
         connect_timeout: float,
         read_timeout: float,
         preserve_host: bool,
         headers: Headers,
     ) -> None:
-        self.origin = Origin(url, connect_timeout=connect_timeout, read_timeout=read_timeout)
-        origin = self.origin
-        # "http://backend:8000/base" as the backend writes it in its own redirects
-        self._own_url = (
-            f"{urlsplit(url).scheme}://".encode() + origin.host_header + origin.base_path
+        self.name = name
+        self.read_timeout = read_timeout
+        self.unusable: str | None = None  # TLS files that could not be loaded, say which
+        ssl_context = None
+        tls = settings.tls
+        if tls is not None and any(urlsplit(url).scheme == "https" for url, _ in settings.targets):
+            if not tls.verify:
+                logger.warning(
+                    "backend %s: TLS certificate verification is off (tls.verify: false)", name
+                )
+            try:
+                ssl_context = tls_context(tls)
+            except (OSError, ValueError) as exc:  # (ssl.SSLError is an OSError)
+                self.unusable = f"backend {name!r}: its TLS settings cannot be used: {exc}"
+                logger.error("%s", self.unusable)
+        self.pool = Pool(
+            name,
+            settings,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            ssl_context=ssl_context,
         )
+        self.origin = self.pool.primary  # the head is written for it (head_for: other targets)
+        # A pooled connection to the target this call goes to, or None (then connect()); and
+        # giving it back. With one target that never leaves rotation, straight to its Origin.
+        single = self.pool.single
+        self.take_idle: Callable[[], UpstreamConnection | None] = (
+            single.take_idle if single is not None else self.pool.take_idle
+        )
+        self.release: Callable[[UpstreamConnection], None] = (
+            single.release if single is not None else self.pool.release
+        )
+        # "http://backend:8000/base" as each target writes it in its own redirects
+        self._own_urls = [
+            f"{urlsplit(target.url).scheme}://".encode() + target.host_header + target.base_path
+            for target in self.pool.targets
+        ]
         self.preserve_host = preserve_host
         self.extra_headers = headers
         self._extra_names = frozenset(name for name, _ in headers)
 
     async def startup(self) -> None:
-        return None
+        self.pool.start(b"".join(b"%b: %b\r\n" % header for header in self.extra_headers))
 
     async def shutdown(self) -> None:
-        self.origin.close()
+        await self.pool.stop()
+
+    def describe(self) -> tuple[str, list[dict[str, object]]] | None:
+        return self.name, self.pool.describe()
+
+    # connections, for both transports ---------------------------------------------------------
+    async def connect(self) -> UpstreamConnection:
+        """A new connection; raises NoTargetAvailable when every target is out of rotation."""
+        if self.unusable is not None:
+            raise UpstreamError(self.unusable)
+        return await self.pool.connect()
+
+    def head_for(self, connection: UpstreamConnection, head: bytes) -> bytes:
+        """``head`` (from :meth:`request_head`) with the Host of the connection's target."""
+        target = connection.owner
+        if target is self.origin or target is None or self.preserve_host:
+            return head
+        old = b"\r\nhost: " + self.origin.host_header + b"\r\n"
+        return head.replace(old, b"\r\nhost: " + target.host_header + b"\r\n", 1)
 
     def client_location(self, location: bytes, prefix: bytes) -> bytes:
         """A redirect to the backend's own URL, moved under the API's prefix on the gateway.
@@ -134,11 +210,11 @@ class HttpBackend:
         ``/api/x``, so a client never gets sent round the gateway (or to an address it cannot
         reach). Other locations pass unchanged.
         """
-        own = self._own_url
-        if location.startswith(own):
-            rest = location[len(own) :]
-            if not rest or rest[:1] in (b"/", b"?", b"#"):
-                return prefix + (rest if rest[:1] == b"/" else b"/" + rest)
+        for own in self._own_urls:
+            if location.startswith(own):
+                rest = location[len(own) :]
+                if not rest or rest[:1] in (b"/", b"?", b"#"):
+                    return prefix + (rest if rest[:1] == b"/" else b"/" + rest)
         return location
 
     def client_headers(self, headers: Headers, prefix: bytes) -> Headers:
@@ -173,35 +249,44 @@ class HttpBackend:
         first: Message | None = None
         if request.framing != BodyFraming.NONE:
             first = await receive()
-        # A request whose whole (small) body is already here can be replayed on a fresh
-        # connection if a pooled one turns out to be stale; a body still streaming cannot.
-        replayable = first is None or (
-            not first.get("more_body", False) and len(first.get("body", b"")) <= REPLAY_LIMIT
+        may_replay = first is None or replayable(
+            request.framing, not first.get("more_body", False), len(first.get("body", b""))
         )
         exchange: Exchange | None = None
+        if request.trace is not None:
+            request.trace.forwarded()
         try:
             async with asyncio.timeout(request.head_timeout):
                 for attempt in (1, 2):
-                    connection = self.origin.take_idle() or await self.origin.connect()
-                    exchange = Exchange(self.origin, connection, head_only=request.method == "HEAD")
+                    # (the retry after a stale pooled connection takes a new one, as the fast path)
+                    connection = (
+                        self.take_idle() if attempt == 1 else None
+                    ) or await self.connect()
+                    origin = connection.owner
+                    assert origin is not None
+                    exchange = Exchange(origin, connection, head_only=request.method == "HEAD")
                     try:
-                        bytes_in = await self._send_request(exchange, head, request, first, receive)
+                        sent = self.head_for(connection, head)
+                        bytes_in = await self._send_request(exchange, sent, request, first, receive)
                         status, headers = await exchange.response_head()
                         break
                     except StaleConnection:
                         exchange.abort()
-                        if attempt == 2 or not replayable:
+                        if attempt == 2 or not may_replay:
                             raise UpstreamError("the backend closed a pooled connection") from None
                     except BaseException:
                         exchange.abort()
                         raise
         except TimeoutError:
-            if exchange is not None:
-                exchange.abort()
-            raise UpstreamTimeout(
+            error = UpstreamTimeout(
                 f"the backend sent no response head within {request.head_timeout}s"
-            ) from None
+            )
+            if exchange is not None:
+                exchange.abort_with(error)  # (a timeout counts against the target)
+            raise error from None
         assert exchange is not None
+        if request.trace is not None:
+            request.trace.responded()
         return await self._stream_response(
             exchange, request, status, headers, bytes_in, send, receive
         )
@@ -304,6 +389,15 @@ class AppBackend:
         if self._lifespan is not None:
             await self._lifespan.shutdown()
 
+    def describe(self) -> tuple[str, list[dict[str, object]]] | None:
+        return None
+
+    def lifespan_state(self) -> dict[str, object] | None:
+        """A copy of the state the app's lifespan set up, for a request's scope."""
+        if self._lifespan is None or self._lifespan.state is None:
+            return None
+        return dict(self._lifespan.state)
+
     async def forward(
         self, request: UpstreamRequest, receive: Receive, send: Send
     ) -> ForwardResult:
@@ -328,11 +422,13 @@ class AppBackend:
             "server": client_scope.get("server"),
             "extensions": {},
         }
-        if self._lifespan is not None and self._lifespan.state is not None:
-            scope["state"] = dict(self._lifespan.state)
+        if (state := self.lifespan_state()) is not None:
+            scope["state"] = state
         result = ForwardResult(0, 0, 0)
         started = False
         deadline: asyncio.Timeout | None = None
+        if request.trace is not None:
+            request.trace.forwarded()
 
         async def counting_receive() -> Message:
             message = await receive()
@@ -345,6 +441,8 @@ class AppBackend:
                 result.status = message["status"]
                 message = {**message, "headers": filter_response_headers(message["headers"])}
                 started = True
+                if request.trace is not None:
+                    request.trace.responded()
                 if deadline is not None:
                     deadline.reschedule(None)  # the read timeout covers the wait for a response
             elif message["type"] == "http.response.body":

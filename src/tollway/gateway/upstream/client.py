@@ -6,7 +6,11 @@ needs little of what a general client offers: one request at a time per connecti
 streamed both ways with back-pressure, hop-by-hop headers already handled by the caller.
 
 One :class:`Exchange` drives one request/response over a :class:`UpstreamConnection`;
-:class:`Origin` keeps the idle keep-alive connections of one backend (LIFO, bounded).
+:class:`Origin` keeps the idle keep-alive connections of one backend target (LIFO, bounded, each
+kept at most ``max_idle_seconds`` and used for at most ``max_requests`` calls). A backend with
+several targets is a ``pool.Pool`` of origins; each connection reports how its calls went to its
+target's ``health.TargetState`` (passive health checks, circuit breaker): a connect error, a
+timeout, a broken response or a 5xx status is a failure, any other response head a success.
 
 A pooled connection is trusted only while it behaves: bytes that arrive while it is idle, or
 after the response to the request in flight (a second response, a body on a 204 or HEAD answer,
@@ -20,13 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import weakref
 from collections import deque
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 import httptools
 
 from tollway.types import Headers
+
+if TYPE_CHECKING:
+    from tollway.gateway.upstream.health import TargetState
 
 READ_HIGH_WATER = 256 * 1024  # pause reading from the backend above this many buffered bytes
 READ_LOW_WATER = 64 * 1024
@@ -42,6 +50,14 @@ class UpstreamTimeout(UpstreamError):
 
 class StaleConnection(UpstreamError):
     """A pooled connection was closed by the backend before it answered; safe to retry."""
+
+
+class NoTargetAvailable(UpstreamError):
+    """Every target of the backend is out of rotation (health checks, open circuit) (-> 503)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class _StrayResponse(Exception):
@@ -69,8 +85,16 @@ class UpstreamConnection(asyncio.Protocol):
     each parser event is handed straight to it (``gateway.transport.fastpath``).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, owner: Origin | None = None, *, report: bool = True
+    ) -> None:
         self.loop = loop
+        self.owner = owner
+        # where this connection's calls are reported (not for health probes, nor untracked)
+        self.target_state = owner.state if owner is not None and report else None
+        self.checked_out = False  # taken by a call (Origin.active counts these)
+        self.requests = 0
+        self.idle_since = 0.0
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -97,6 +121,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink: ResponseSink | None = None
         self.last_activity = 0.0
         self.informational = False  # a 1xx head is being read; the real response follows
+        self.reported = False  # this exchange's outcome went to the target's state
 
     # asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,7 +147,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.fail(UpstreamError("the backend sent a malformed HTTP response"))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        closed_here = self.closed  # we closed it (the caller gave up): not the backend's fault
         self.closed = True
+        self.check_in()
         if self.headers_done and self.until_close and not self.complete:
             self.complete = True  # body delimited by connection close (RFC 9112 §6.3)
         elif not self.complete and self.error is None:
@@ -130,6 +157,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self.error = StaleConnection("pooled connection closed by the backend")
             else:
                 self.error = UpstreamError("the backend closed the connection mid-response")
+                if not closed_here:
+                    self.report(False)
         if self.sink is not None:
             if self.complete:
                 self.sink.upstream_complete()
@@ -178,6 +207,8 @@ class UpstreamConnection(asyncio.Protocol):
             # nginx answers 502 too: the body's end could only be guessed.
             raise UpstreamError("the backend sent a Transfer-Encoding other than chunked")
         self.status = status
+        if self.target_state is not None:
+            self.report(status < 500)
         self.keep_alive = self.parser.should_keep_alive()
         self.headers_done = True
         self.until_close = not codings and not has_length and status not in (204, 304)
@@ -214,10 +245,26 @@ class UpstreamConnection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def report(self, ok: bool) -> None:
+        """Tell the target how this call went (once per call; passive health checks)."""
+        state = self.target_state
+        if state is not None and not self.idle and not self.reported:
+            self.reported = True
+            state.report(ok)
+
+    def check_in(self) -> None:
+        """The call using this connection is over (least-connections counts calls in flight)."""
+        if self.checked_out:
+            self.checked_out = False
+            assert self.owner is not None
+            self.owner.active -= 1
+
     def fail(self, error: UpstreamError) -> None:
         """Close the connection and report ``error`` to whoever waits on it (a timeout, say)."""
         if self.error is None:
             self.error = error
+        if not isinstance(error, StaleConnection):
+            self.report(False)
         sink = self.sink
         self.close()
         if sink is not None:
@@ -226,10 +273,16 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self._wake()
 
-    def close(self) -> None:
+    def close(self, *, at_once: bool = False) -> None:
+        """Close the connection; ``at_once``: without TLS's close_notify exchange (shutting
+        down: a TLS close still under way when the event loop closes fails the loop's close)."""
+        self.check_in()
         if not self.closed and self.transport is not None:
             self.closed = True
-            self.transport.close()
+            if at_once:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     async def drain(self) -> None:
         if self._write_paused and not self.closed:
@@ -247,7 +300,7 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 class Origin:
-    """A backend base URL and its pool of idle keep-alive connections."""
+    """A backend target's base URL and its pool of idle keep-alive connections."""
 
     def __init__(
         self,
@@ -256,6 +309,12 @@ class Origin:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_idle: int = 64,
+        ssl_context: ssl.SSLContext | None = None,
+        server_name: str | None = None,
+        max_idle_seconds: float | None = None,
+        max_requests: int | None = None,
+        weight: int = 1,
+        state: TargetState | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -267,34 +326,73 @@ class Origin:
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = (host if default_port else f"{host}:{self.port}").encode()
         self.base_path = parts.path.rstrip("/").encode()
-        self.ssl: ssl.SSLContext | None = (
-            ssl.create_default_context() if parts.scheme == "https" else None
-        )
+        self.ssl: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            self.ssl = ssl_context or ssl.create_default_context()
+        self.server_name = server_name or self.host
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_idle = max_idle
+        self.max_idle_seconds = max_idle_seconds
+        self.max_requests = max_requests
+        self.weight = weight
+        self.state = state
+        self.active = 0  # connections taken by calls in flight
+        self.current = 0  # smooth weighted round-robin (pool.Pool)
         self._idle: list[UpstreamConnection] = []
+        self._live: weakref.WeakSet[UpstreamConnection] = weakref.WeakSet()  # (for metrics)
+        self.label = (self.host_header + self.base_path).decode()  # no credentials, no scheme
+
+    def pool_counts(self) -> tuple[int, int]:
+        """Connections open to this backend, and how many of them wait idle in the pool."""
+        open_ = sum(1 for connection in list(self._live) if not connection.closed)
+        return open_, sum(1 for connection in self._idle if not connection.closed)
 
     def take_idle(self) -> UpstreamConnection | None:
-        """An idle keep-alive connection, if one is still open."""
+        """An idle keep-alive connection, if one is still open (and not idle for too long)."""
         while self._idle:
             connection = self._idle.pop()
-            if not connection.closed:
-                connection.reused = True
-                connection.idle = False
-                return connection
+            if connection.closed:
+                continue
+            limit = self.max_idle_seconds
+            if limit is not None and connection.loop.time() - connection.idle_since > limit:
+                connection.close()
+                continue
+            connection.reused = True
+            connection.idle = False
+            connection.checked_out = True  # (as _check_out, inline: this runs for every call)
+            connection.requests += 1
+            self.active += 1
+            return connection
         return None
 
+    def _check_out(self, connection: UpstreamConnection) -> None:
+        connection.checked_out = True
+        connection.requests += 1
+        self.active += 1
+
     async def connect(self) -> UpstreamConnection:
+        """A new connection for a call; a failure to connect counts against the target."""
+        try:
+            connection = await self.open()
+        except UpstreamError:
+            if self.state is not None:
+                self.state.report(False)
+            raise
+        self._check_out(connection)
+        return connection
+
+    async def open(self, *, report: bool = True) -> UpstreamConnection:
+        """A new connection (``report=False``: a health probe's, whose calls are not counted)."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, protocol = await loop.create_connection(
-                    lambda: UpstreamConnection(loop),
+                    lambda: UpstreamConnection(loop, self, report=report),
                     self.host,
                     self.port,
                     ssl=self.ssl,
-                    server_hostname=self.host if self.ssl else None,
+                    server_hostname=self.server_name if self.ssl else None,
                 )
         except TimeoutError:
             raise UpstreamTimeout(
@@ -302,25 +400,31 @@ class Origin:
             ) from None
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamError(f"cannot connect to the backend: {exc.strerror or exc}") from None
+        self._live.add(protocol)
         return protocol
 
     def release(self, connection: UpstreamConnection) -> None:
         """Keep a connection whose exchange finished cleanly for the next request."""
+        connection.check_in()
         if (
             connection.closed
             or not connection.complete
             or not connection.keep_alive
             or len(self._idle) >= self.max_idle
+            or (self.max_requests is not None and connection.requests >= self.max_requests)
         ):
             connection.close()
             return
         connection.reset_exchange()
         connection.idle = True
+        if self.max_idle_seconds is not None:
+            connection.idle_since = connection.loop.time()
         self._idle.append(connection)
 
     def close(self) -> None:
+        """Close the idle connections (the backend is retired or the gateway stops)."""
         for connection in self._idle:
-            connection.close()
+            connection.close(at_once=True)
         self._idle.clear()
 
 

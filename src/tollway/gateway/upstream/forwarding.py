@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from tollway.gateway.calltrace import CallTrace
 from tollway.gateway.upstream.backends import HOP_BY_HOP, BodyFraming
 from tollway.proxies import ProxyTrust  # (moved there; the portal shares it)
 from tollway.types import Headers
@@ -26,7 +27,15 @@ from tollway.types import Headers
 __all__ = ["PreparedRequest", "ProxyTrust", "prepare_request", "take_query_key"]
 
 _CAPTURED = frozenset(
-    {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix"}
+    {
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-prefix",
+        b"x-request-id",  # (replaced by the call's own: calltrace.py)
+        b"traceparent",
+    }
 )
 # Client-address headers other proxies use: passed on only when a trusted proxy sent them.
 _PROXY_ONLY = frozenset({b"forwarded", b"x-real-ip"})
@@ -45,9 +54,15 @@ class PreparedRequest:
 
 
 def prepare_request(
-    headers: Headers, peer: str, scheme: str, key_header: bytes, trust: ProxyTrust
+    headers: Headers,
+    peer: str,
+    scheme: str,
+    key_header: bytes,
+    trust: ProxyTrust,
+    trace: CallTrace,
 ) -> PreparedRequest:
-    """Clean the client's headers for the backend and pick out what the gateway needs."""
+    """Clean the client's headers for the backend and pick out what the gateway needs; start
+    ``trace`` (request id, trace context) and pass it on."""
     out: Headers = []
     key: bytes | None = None
     framing = BodyFraming.NONE
@@ -91,6 +106,9 @@ def prepare_request(
     out.append((b"x-forwarded-proto", proto.encode()))
     if host:
         out.append((b"x-forwarded-host", host))
+    trace.begin(captured.get(b"x-request-id"), captured.get(b"traceparent"))
+    out.append((b"x-request-id", trace.request_id))
+    out.append((b"traceparent", trace.traceparent()))
     size = int(length) if length is not None and framing == BodyFraming.LENGTH else 0
     return PreparedRequest(out, host, framing, size, key, address, proto, forwarded_for)
 
