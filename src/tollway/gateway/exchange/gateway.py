@@ -326,9 +326,11 @@ class Gateway:
         self._started = False
 
     async def reload(self) -> None:
-        """Load everything from the store now."""
-        new = await asyncio.to_thread(self.loader.load_full, self.state)
-        await self._swap(new)
+        """Load everything from the store now (serialised with the polls: the key index has
+        one writer at a time)."""
+        async with self._refresh_lock:
+            new = await asyncio.to_thread(self.loader.load_full, self.state)
+            await self._swap(new)
 
     async def refresh(self) -> None:
         """Apply changes made by other processes since the last poll.
