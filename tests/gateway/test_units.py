@@ -71,10 +71,14 @@ def test_usage_rows_merge_when_given_back() -> None:
     buffer.record(1, 2, 201, 5, 7, 1.5)
     taken = buffer.take()
     buffer.record(1, 2, 204, 1, 1, 0.5)
+    buffer.record(1, 2, 101, 3, 4, 9000.0, (2, 5))  # a WebSocket session with its messages
     buffer.give_back(taken)
     # calls, bytes in, bytes out, latency sum, then calls per latency bucket: 0.5 ms is in
-    # bucket 1 ([0.5, 1) ms), 1.5 ms in bucket 2 ([1, 2) ms)
-    assert buffer.rows == {(1, 2, 2, 2): [2, 6, 8, 2.0, 0, 1, 1] + [0] * 15}
+    # bucket 1 ([0.5, 1) ms), 1.5 ms in bucket 2 ([1, 2) ms); then messages in and out
+    assert buffer.rows == {
+        (1, 2, 2, 2): [2, 6, 8, 2.0, 0, 1, 1] + [0] * 15 + [0, 0],
+        (1, 2, 2, 1): [1, 3, 4, 9000.0] + [0] * 15 + [1, 0, 0] + [2, 5],  # 9 s: bucket 15
+    }
 
 
 def test_latency_buckets_are_powers_of_two_milliseconds() -> None:

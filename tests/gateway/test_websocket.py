@@ -18,12 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tollway.config.export import export_config
 from tollway.config.loader import ConfigError, load_config
+from tollway.db.models import Usage
 from tollway.db.session import session_factory, transaction
 from tollway.gateway.calltrace import parse_traceparent
 from tollway.gateway.exchange.gateway import Gateway
@@ -345,6 +346,13 @@ async def test_rate_limit_counts_connections_and_usage_records_sessions(
     rows = usage_rows(engine)  # (written at shutdown)
     assert rows[(sid, "live", 1)] == (2, 16, 16)  # two sessions, 8 payload bytes each way each
     assert rows[(sid, "live", 4)][0] == 1
+    with engine.connect() as connection:
+        messages = connection.execute(
+            select(func.sum(Usage.messages_in), func.sum(Usage.messages_out)).where(
+                Usage.subscription_id == sid, Usage.status_class == 1
+            )
+        ).one()
+    assert tuple(messages) == (4, 4)  # two messages each way in each session
 
 
 async def test_sessions_count_against_the_connection_cap(

@@ -268,7 +268,8 @@ class Usage(Base):
 
     ``subscription_id`` is 0 for calls to open APIs made without a key. No foreign keys: usage is
     a fact table that outlives deleted subscriptions and APIs. Rows written before migration
-    0006 have no bucket counts (all 0).
+    0006 have no bucket counts (all 0). A WebSocket session is one call of class 1 (101) whose
+    bytes are the messages' payloads and whose ``messages_in``/``messages_out`` count them.
     """
 
     __tablename__ = "usage"
@@ -299,6 +300,9 @@ class Usage(Base):
     latency_15: Mapped[int] = _latency_column()
     latency_16: Mapped[int] = _latency_column()
     latency_17: Mapped[int] = _latency_column()
+    # WebSocket sessions (status class 1): messages each way (migration 0008)
+    messages_in: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    messages_out: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class ChangeKind(enum.StrEnum):

@@ -262,7 +262,10 @@ class Gateway:
         """
         route, sid, status = exchange.route, exchange.subscription_id, exchange.status
         bytes_in, bytes_out, latency_ms = exchange.bytes_in, exchange.bytes_out, exchange.latency_ms
-        self.usage.record(sid, route.api_id, status, bytes_in, bytes_out, latency_ms)
+        trace = exchange.trace
+        session = trace.websocket if trace is not None else None
+        messages = None if session is None else (session[1], session[2])
+        self.usage.record(sid, route.api_id, status, bytes_in, bytes_out, latency_ms, messages)
         peer = exchange.peer
         address = (peer if isinstance(peer, str) else peer[0]) if peer else ""
         self.observer.call(

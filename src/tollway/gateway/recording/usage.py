@@ -24,10 +24,13 @@ from tollway.db.models import LATENCY_BUCKETS, LATENCY_COLUMNS, Usage, latency_b
 logger = logging.getLogger("tollway.usage")
 
 UsageKey = tuple[int, int, int, int]  # subscription id, api id, epoch minute, status class
-# A row: calls, bytes in, bytes out, latency sum (ms), then the calls per latency bucket.
+# A row: calls, bytes in, bytes out, latency sum (ms), the calls per latency bucket, then the
+# WebSocket messages each way.
 SUMS = ("calls", "bytes_in", "bytes_out", "latency_ms")
 FIRST_BUCKET = len(SUMS)
 COUNTS = SUMS[:3]
+MESSAGES = ("messages_in", "messages_out")
+FIRST_MESSAGE = FIRST_BUCKET + LATENCY_BUCKETS
 
 
 class UsageBuffer:
@@ -47,19 +50,24 @@ class UsageBuffer:
         bytes_in: int,
         bytes_out: int,
         latency_ms: float,
+        messages: tuple[int, int] | None = None,
     ) -> None:
+        """Count one call (``messages``: a WebSocket session's messages in and out)."""
         key = (subscription_id, api_id, int(self.clock()) // 60, status // 100)
         row = self.rows.get(key)
         if row is None:
             if len(self.rows) >= self.limit:
                 self._drop(1)
                 return
-            row = self.rows[key] = [0, 0, 0, 0.0] + [0] * LATENCY_BUCKETS
+            row = self.rows[key] = [0, 0, 0, 0.0] + [0] * (LATENCY_BUCKETS + len(MESSAGES))
         row[0] += 1
         row[1] += bytes_in
         row[2] += bytes_out
         row[3] += latency_ms
         row[FIRST_BUCKET + latency_bucket(latency_ms)] += 1
+        if messages is not None:
+            row[FIRST_MESSAGE] += messages[0]
+            row[FIRST_MESSAGE + 1] += messages[1]
 
     def _drop(self, calls: int) -> None:
         if self.dropped == 0:
@@ -100,7 +108,7 @@ def write_usage(engine: Engine, rows: dict[UsageKey, list[float]]) -> None:
             **{name: int(value) for name, value in zip(COUNTS, row[:3], strict=True)},
             **{
                 name: int(value)
-                for name, value in zip(LATENCY_COLUMNS, row[FIRST_BUCKET:], strict=True)
+                for name, value in zip(LATENCY_COLUMNS + MESSAGES, row[FIRST_BUCKET:], strict=True)
             },
         }
         for (sid, aid, minute, status_class), row in sorted(rows.items())
@@ -110,7 +118,7 @@ def write_usage(engine: Engine, rows: dict[UsageKey, list[float]]) -> None:
         index_elements=["subscription_id", "api_id", "minute", "status_class"],
         set_={
             name: getattr(Usage, name) + getattr(statement.excluded, name)
-            for name in SUMS + LATENCY_COLUMNS
+            for name in SUMS + LATENCY_COLUMNS + MESSAGES
         },
     )
     with engine.begin() as connection:
