@@ -20,8 +20,9 @@ from starlette.responses import Response
 from tollway.config.edit import PreconditionFailed
 from tollway.config.loader import ConfigError, place
 from tollway.errors import Conflict, NotFound, UserError
+from tollway.portal.edge import StartWatch
 from tollway.problems import PROBLEM_CONTENT_TYPE, ProblemType, problem_body, register_problem
-from tollway.types import ASGIApp, Message, Receive, Scope, Send
+from tollway.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("tollway.admin")
 
@@ -196,20 +197,14 @@ class CatchAll:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def watch(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        watch = StartWatch(send)
         try:
             await self.app(scope, receive, watch)
         except Exception as exc:
             logger.error(
                 "admin API: %s on %s %s", type(exc).__name__, scope.get("method"), scope["path"]
             )
-            if not started:
+            if not watch.started:
                 await problem_response(INTERNAL)(scope, receive, send)
 
 

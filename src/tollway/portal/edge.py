@@ -106,20 +106,30 @@ class PortalEdge:
             logger.info("portal: refused a request for a host name that is not allowed")
             await refuse(scope, receive, send, HOST_NOT_ALLOWED)
             return
-        started = False
-
-        async def watch(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        watch = StartWatch(send)
         try:
             await self.app(scope, receive, watch)
         except STORE_DOWN as exc:
             logger.error("portal: database unreachable (%s)", type(exc).__name__)
-            if started:
+            if watch.started:
                 raise
             await refuse(scope, receive, send, PORTAL_UNAVAILABLE)
+
+
+class StartWatch:
+    """``send`` that notes whether the response head went out: an error after that cannot be
+    answered any more (the portal's edge and the admin API's safety net)."""
+
+    __slots__ = ("send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
 
 
 async def refuse(scope: Scope, receive: Receive, send: Send, problem: ProblemType) -> None:
