@@ -43,12 +43,18 @@ def measure() -> dict[str, float]:
     from tollway.gateway.recording.observe import Observer
     from tollway.gateway.snapshot.state import Route
     from tollway.gateway.upstream.backends import HttpBackend
+    from tollway.gateway.upstream.pool import PoolSettings
     from tollway.grants import Grant
     from tollway.policies.base import RequestContext
     from tollway.settings import Settings
 
     backend = HttpBackend(
-        "http://127.0.0.1:9/", connect_timeout=1, read_timeout=1, preserve_host=False, headers=[]
+        "bench",
+        PoolSettings(targets=(("http://127.0.0.1:9/", 1),)),
+        connect_timeout=1,
+        read_timeout=1,
+        preserve_host=False,
+        headers=[],
     )
     route = Route(
         api_id=1,
